@@ -1,0 +1,53 @@
+# weblab-operator: build, test and try it on a local control plane.
+# Everything expensive is cached outside the repository, keyed by version:
+#   $(WEBLAB_CACHE_DIR)/tools/<tool>-<version>-<hash>/   Go-built control plane, kwok, helm
+#   $(CARGO_TARGET_DIR)                                   cargo artefacts (CI points it at the cache)
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export WEBLAB_CACHE_DIR ?= $(HOME)/.cache/weblab-operator
+export WEBLAB_TOOLS_BIN ?= $(shell hack/tools.sh bindir)
+CARGO ?= cargo
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug/weblab-operator
+DEMO_DIR ?= $(WEBLAB_CACHE_DIR)/demo
+DEMO_PORT ?= 8080
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## Build the pinned control plane, kwok and helm from their Go modules (only what is missing).
+	hack/tools.sh build
+
+.PHONY: build
+build: ## Build the operator and the test harness.
+	$(CARGO) build --workspace --locked
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types.
+	$(CARGO) run --quiet --locked --bin weblab-operator -- crd > crds/weblab.dev.yaml
+
+.PHONY: crds-check
+crds-check: ## Fail when crds/ differs from what the code generates.
+	@$(CARGO) run --quiet --locked --bin weblab-operator -- crd | diff -u crds/weblab.dev.yaml - \
+	  || { echo "crds/ is out of date: run 'make crds' and commit" >&2; exit 1; }
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: test
+test: tools crds-check lint ## Everything CI runs: drift check, lints, unit and integration tests on a real control plane.
+	$(CARGO) test --workspace --locked
+
+.PHONY: demo
+demo: tools build ## Start a local control plane and the operator in the background, apply the examples.
+	hack/demo.sh up "$(DEMO_DIR)" "$(DEMO_PORT)"
+
+.PHONY: demo-down
+demo-down: ## Stop what 'make demo' started.
+	hack/demo.sh down "$(DEMO_DIR)"

@@ -1,0 +1,327 @@
+//! `Alarm`: one signal, a threshold, a duration, a severity; its state.
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, SecretKeyRef, Severity};
+
+/// One signal watched against a threshold, from Prometheus (pulled) or
+/// Alertmanager (pushed to the operator's webhook).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "weblab.dev",
+    version = "v1alpha1",
+    kind = "Alarm",
+    namespaced,
+    status = "AlarmStatus",
+    derive = "PartialEq",
+    shortname = "alm",
+    category = "weblab",
+    doc = "One signal watched against a threshold, with a severity; changes attach alarms to roll back when they fire.",
+    printcolumn(name = "Severity", type_ = "string", json_path = ".spec.severity"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Value", type_ = "number", json_path = ".status.value"),
+    printcolumn(
+        name = "Realm",
+        type_ = "string",
+        json_path = ".spec.realm",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("has(self.prometheus) != has(self.alertmanager)")
+    .message("set exactly one source: spec.prometheus or spec.alertmanager"))]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmSpec {
+    /// How urgent a firing is; changes choose which severities roll them back.
+    pub severity: Severity,
+
+    /// The realm the signal is about; a dial then rolls back only that realm.
+    /// Absent: every realm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub realm: Option<String>,
+
+    /// What the alarm means, for the person reading an event about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Pull a PromQL query at an interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+
+    /// Receive alerts pushed by Alertmanager to the operator's webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerSource>,
+}
+
+/// A PromQL query evaluated at an interval and compared to a threshold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.datapointsToAlarm <= self.evaluationPeriods")
+    .message("datapointsToAlarm (M) must not exceed evaluationPeriods (N)")
+    .field_path(".datapointsToAlarm"))]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+
+    /// An instant PromQL query; its result is reduced to one number.
+    #[schemars(length(min = 1, max = 8192))]
+    pub query: String,
+
+    /// How often to evaluate.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+
+    /// How long a query may take; a timeout counts as missing data.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+
+    /// How the value compares to the threshold to breach.
+    pub comparison: Comparison,
+
+    /// The threshold.
+    pub threshold: f64,
+
+    /// M: breaching datapoints among the last N that put the alarm in
+    /// `ALARM`; fewer than M clear it.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 100))]
+    pub datapoints_to_alarm: u32,
+
+    /// N: how many recent datapoints are considered.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 100))]
+    pub evaluation_periods: u32,
+
+    /// How a datapoint with no data (empty result, NaN, query error or
+    /// timeout) counts.
+    #[serde(default)]
+    pub missing_data: MissingDataPolicy,
+
+    /// How a result of several series is reduced to one value.
+    #[serde(default)]
+    pub series: SeriesReduction,
+
+    /// A bearer token for Prometheus, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How a value compares to the threshold to breach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Comparison {
+    /// value > threshold breaches.
+    GreaterThan,
+    /// value >= threshold breaches.
+    GreaterThanOrEqual,
+    /// value < threshold breaches.
+    LessThan,
+    /// value <= threshold breaches.
+    LessThanOrEqual,
+}
+
+/// How a datapoint without data counts, as the trusted alarm systems define it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MissingDataPolicy {
+    /// Missing: with too few datapoints the alarm is `INSUFFICIENT_DATA`.
+    #[default]
+    Missing,
+    /// Ignored: the alarm keeps its current state.
+    Ignore,
+    /// Counts as breaching.
+    Breaching,
+    /// Counts as not breaching.
+    NotBreaching,
+}
+
+/// How several series become one value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SeriesReduction {
+    /// The series furthest into breach (the largest for `GreaterThan*`, the
+    /// smallest for `LessThan*`).
+    #[default]
+    Worst,
+    /// The largest value.
+    Max,
+    /// The smallest value.
+    Min,
+    /// The sum.
+    Sum,
+    /// The mean.
+    Average,
+}
+
+/// Alerts pushed by Alertmanager, matched by labels.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerSource {
+    /// Every matcher must hold for an alert to count (e.g.
+    /// `alertname = HighErrorRate`).
+    #[schemars(length(min = 1, max = 16))]
+    pub matchers: Vec<LabelMatcher>,
+
+    /// A firing alert not re-sent for this long is stale: the alarm becomes
+    /// `INSUFFICIENT_DATA`. Keep Alertmanager's `repeat_interval` shorter.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: Duration,
+}
+
+fn default_stale_after() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// One label matcher, as Alertmanager writes them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelMatcher {
+    /// The label's name.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub name: String,
+    /// How the value is compared.
+    #[serde(default)]
+    pub operator: MatchOperator,
+    /// The value, or a regular expression for `=~` and `!~`.
+    #[schemars(length(max = 1024))]
+    pub value: String,
+}
+
+/// Label comparison operators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MatchOperator {
+    /// Equal.
+    #[default]
+    #[serde(rename = "=")]
+    Equal,
+    /// Not equal.
+    #[serde(rename = "!=")]
+    NotEqual,
+    /// Matches a fully anchored regular expression.
+    #[serde(rename = "=~")]
+    Matches,
+    /// Does not match a fully anchored regular expression.
+    #[serde(rename = "!~")]
+    NotMatches,
+}
+
+/// The state of an alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum AlarmState {
+    /// Not breaching.
+    #[serde(rename = "OK")]
+    Ok,
+    /// Breaching.
+    #[serde(rename = "ALARM")]
+    Alarm,
+    /// Not enough data to tell.
+    #[serde(rename = "INSUFFICIENT_DATA")]
+    InsufficientData,
+}
+
+impl fmt::Display for AlarmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AlarmState::Ok => "OK",
+            AlarmState::Alarm => "ALARM",
+            AlarmState::InsufficientData => "INSUFFICIENT_DATA",
+        })
+    }
+}
+
+/// Observed state of an `Alarm`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AlarmState>,
+
+    /// The last value seen (absent when it was missing or NaN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+
+    /// Why the alarm is in its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+
+    /// When the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+
+    /// The most recent datapoints (at most `evaluationPeriods`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datapoints: Vec<Datapoint>,
+
+    /// Alerts from Alertmanager that currently match and fire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["fingerprint"]))]
+    pub alerts: Vec<ObservedAlert>,
+
+    /// `Ready` (the source answers), `Degraded` (it does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One evaluation of the source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Datapoint {
+    /// When it was taken.
+    pub at: Time,
+    /// The value; absent when there was no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Whether it breached; absent when it did not count either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaching: Option<bool>,
+}
+
+/// A firing alert received from Alertmanager.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedAlert {
+    /// Alertmanager's fingerprint of the alert.
+    pub fingerprint: String,
+    /// When it started firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Time>,
+    /// When a notification last carried it.
+    pub last_received: Time,
+}

@@ -1,0 +1,205 @@
+//! One controller per kind, and what they share: the context, status writes
+//! by server-side apply, events, and the error policy.
+//!
+//! Controllers (and their caches) run on every replica, so that every replica
+//! serves from the same informer caches; only the leader writes. Gaining
+//! leadership reconciles everything at once.
+
+pub mod weblab_dial;
+
+use std::{fmt::Debug, time::Duration};
+
+use futures::Stream;
+use tokio::sync::watch;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Error, Result, metrics::Metrics};
+
+/// How long a failed reconciliation waits before it is tried again.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+
+/// What every reconciliation needs, shared as `Arc<Context>`.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// Whether this replica may write (it holds the lease).
+    pub leader: watch::Receiver<bool>,
+    recorder: Recorder,
+}
+
+impl Context {
+    /// A context whose events are reported as `weblab-operator` by `identity`.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        leader: watch::Receiver<bool>,
+        identity: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "weblab-operator".to_owned(),
+            instance: Some(identity),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            leader,
+        }
+    }
+
+    /// Whether this replica holds the lease.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Publishes an event about `object`; a failure is logged, never fatal:
+    /// events are a record, not the state.
+    pub async fn publish(&self, object: &ObjectReference, kind: &str, note: &Note) {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.to_owned(),
+            note: Some(truncate(&note.message, 1024)),
+            action: note.reason.to_owned(),
+            secondary: None,
+        };
+        self.metrics
+            .transitions
+            .with_label_values(&[kind, note.reason])
+            .inc();
+        if let Err(error) = self.recorder.publish(&event, object).await {
+            tracing::warn!(%error, reason = note.reason, "cannot publish event");
+        }
+    }
+
+    /// Writes `status` by server-side apply as `manager`, on condition that
+    /// the object is still at `resource_version`: a decision made from a
+    /// stale cache fails with a conflict instead of being applied twice.
+    pub async fn apply_status<K>(
+        &self,
+        api: &Api<K>,
+        object: &K,
+        manager: &str,
+        status: &impl Serialize,
+    ) -> Result<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {
+                "name": object.name_any(),
+                "resourceVersion": object.resource_version(),
+            },
+            "status": status,
+        });
+        let params = PatchParams::apply(manager).force();
+        let written = api
+            .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
+            .await
+            .map_err(Error::Kube);
+        let result = match &written {
+            Ok(_) => "ok",
+            Err(error) if error.reason() == "Conflict" => "conflict",
+            Err(_) => "error",
+        };
+        self.metrics
+            .status_writes
+            .with_label_values(&[manager, result])
+            .inc();
+        written
+    }
+}
+
+/// Fires each time this replica becomes the leader, so that a new leader
+/// reconciles everything at once rather than at the next resync.
+pub fn on_leadership(leader: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(leader, |mut leader| async move {
+        loop {
+            leader.changed().await.ok()?;
+            if *leader.borrow_and_update() {
+                return Some(((), leader));
+            }
+        }
+    })
+}
+
+/// An event to publish: `Normal` or `Warning`, a reason, a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// A short UpperCamelCase reason.
+    pub reason: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl Note {
+    /// A Normal event.
+    pub fn normal(reason: &'static str, message: String) -> Self {
+        Note {
+            warning: false,
+            reason,
+            message,
+        }
+    }
+
+    /// A Warning event.
+    pub fn warning(reason: &'static str, message: String) -> Self {
+        Note {
+            warning: true,
+            reason,
+            message,
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Counts the failure and tries again shortly; a conflict only means the
+/// cache was behind, and the watch brings the fresh object.
+pub fn error_policy(controller: &'static str, error: &Error, metrics: &Metrics) -> Action {
+    metrics
+        .reconcile_errors
+        .with_label_values(&[controller, error.reason()])
+        .inc();
+    if error.reason() == "Conflict" {
+        tracing::debug!(%error, controller, "stale cache; retrying");
+    } else {
+        tracing::warn!(%error, controller, "reconcile failed; retrying");
+    }
+    Action::requeue(ERROR_REQUEUE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_cuts_on_character_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("short", 10), "short");
+    }
+}

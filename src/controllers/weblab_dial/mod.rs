@@ -1,0 +1,282 @@
+//! The `WeblabDial` controller: reads the dial, its alarms and its change
+//! window from the caches, asks [`plan::decide`] what to do, and writes the
+//! status and events. Alarm and window changes reach the dials that attach
+//! them through the watches, at once.
+
+pub mod plan;
+
+use std::sync::Arc;
+
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use jiff::Timestamp;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error, Result,
+    api::{Alarm, ChangeWindow, WeblabDial, alarm::AlarmState, common::AlarmSelection},
+    controllers::{Context, error_policy},
+};
+
+use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
+
+/// The field manager of this controller's status writes.
+pub const MANAGER: &str = "weblab-operator/weblabdial";
+const CONTROLLER: &str = "weblabdial";
+
+/// What a dial reconciliation reads besides the dial itself.
+pub struct DialContext {
+    /// Shared context.
+    pub ctx: Arc<Context>,
+    /// The alarms in scope.
+    pub alarms: Store<Alarm>,
+    /// The change windows in scope.
+    pub windows: Store<ChangeWindow>,
+}
+
+/// Reconciles one dial.
+#[tracing::instrument(skip_all, fields(dial = %dial.name_any(), namespace = dial.namespace()))]
+pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Action> {
+    let ctx = &cx.ctx;
+    if !ctx.is_leader() {
+        // Followers keep their caches warm and serve; the leader writes.
+        return Ok(Action::await_change());
+    }
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+
+    let namespace = dial.namespace().unwrap_or_default();
+    let status = dial.status.clone().unwrap_or_default();
+    let (alarms, mut missing) = read_alarms(&dial.spec.rollback.alarms, &namespace, &cx.alarms);
+    let window = read_window(&dial, &namespace, &cx.windows, &mut missing);
+    let request = dial
+        .annotations()
+        .get(ACTION_ANNOTATION)
+        .map(String::as_str)
+        .filter(|text| {
+            status
+                .last_action
+                .as_ref()
+                .is_none_or(|handled| handled.request != *text)
+        });
+    let decision = plan::decide(&World {
+        spec: &dial.spec,
+        generation: dial.meta().generation.unwrap_or_default(),
+        status: &status,
+        alarms: &alarms,
+        missing: &missing,
+        window,
+        request,
+        now: Timestamp::now(),
+    });
+
+    let wrote = decision.status != status;
+    if wrote {
+        let api: Api<WeblabDial> = Api::namespaced(ctx.client.clone(), &namespace);
+        ctx.apply_status(&api, &dial, MANAGER, &decision.status)
+            .await?;
+    }
+    let reference = dial.object_ref(&());
+    for note in &decision.notes {
+        ctx.publish(&reference, "WeblabDial", note).await;
+    }
+    // After a write, our own watch event brings the fresh object back: acting
+    // sooner would decide from a stale cache.
+    Ok(if wrote && decision.requeue_after.is_zero() {
+        Action::await_change()
+    } else {
+        Action::requeue(decision.requeue_after)
+    })
+}
+
+/// The attached alarms that exist, and those named but missing (or selected
+/// by a selector that does not parse), in words.
+fn read_alarms(
+    selection: &AlarmSelection,
+    namespace: &str,
+    store: &Store<Alarm>,
+) -> (Vec<AlarmReading>, Vec<String>) {
+    let mut missing: Vec<String> = selection
+        .names
+        .iter()
+        .filter(|name| store.get(&ObjectRef::new(name).within(namespace)).is_none())
+        .map(|name| format!("Alarm {name:?} not found"))
+        .collect();
+    let mut readings = Vec::new();
+    for alarm in store.state() {
+        if alarm.namespace().as_deref() != Some(namespace) {
+            continue;
+        }
+        match selection.selects(&alarm.name_any(), alarm.labels()) {
+            Ok(true) => readings.push(reading(&alarm)),
+            Ok(false) => {}
+            Err(error) => {
+                missing.push(format!("the alarm selector is invalid: {error}"));
+                break;
+            }
+        }
+    }
+    readings.sort_by(|a, b| a.name.cmp(&b.name));
+    (readings, missing)
+}
+
+/// An alarm's state as a dial sees it: never evaluated counts as no data.
+pub fn reading(alarm: &Alarm) -> AlarmReading {
+    let status = alarm.status.as_ref();
+    AlarmReading {
+        name: alarm.name_any(),
+        state: status
+            .and_then(|s| s.state)
+            .unwrap_or(AlarmState::InsufficientData),
+        severity: alarm.spec.severity,
+        realm: alarm.spec.realm.clone(),
+        value: status.and_then(|s| s.value),
+        threshold: alarm.spec.prometheus.as_ref().map(|p| p.threshold),
+    }
+}
+
+fn read_window(
+    dial: &WeblabDial,
+    namespace: &str,
+    store: &Store<ChangeWindow>,
+    missing: &mut Vec<String>,
+) -> WindowGate {
+    let Some(reference) = &dial.spec.change_window_ref else {
+        return WindowGate::Open;
+    };
+    let Some(window) = store.get(&ObjectRef::new(&reference.name).within(namespace)) else {
+        missing.push(format!("ChangeWindow {:?} not found", reference.name));
+        return WindowGate::Open;
+    };
+    let status = window.status.as_ref();
+    match status.and_then(|s| s.open) {
+        Some(true) => WindowGate::Open,
+        Some(false) => WindowGate::Closed(format!(
+            "ChangeWindow {} is closed: {}",
+            reference.name,
+            status.and_then(|s| s.reason.clone()).unwrap_or_default()
+        )),
+        // Unknown is not open: a dial-up waits until the window is evaluated.
+        None => WindowGate::Closed(format!(
+            "ChangeWindow {} has not been evaluated yet",
+            reference.name
+        )),
+    }
+}
+
+/// The dials in `alarm`'s namespace that attach it.
+fn dials_attaching(dials: &Store<WeblabDial>, alarm: &Alarm) -> Vec<ObjectRef<WeblabDial>> {
+    let namespace = alarm.namespace();
+    let name = alarm.name_any();
+    dials
+        .state()
+        .iter()
+        .filter(|dial| dial.namespace() == namespace)
+        .filter(|dial| {
+            // A selector that does not parse is reported by the dial's own
+            // reconciliation; reconciling it here surfaces that sooner.
+            dial.spec
+                .rollback
+                .alarms
+                .selects(&name, alarm.labels())
+                .unwrap_or(true)
+        })
+        .map(|dial| ObjectRef::from(dial.as_ref()))
+        .collect()
+}
+
+/// The dials in `window`'s namespace that reference it.
+fn dials_gated_by(dials: &Store<WeblabDial>, window: &ChangeWindow) -> Vec<ObjectRef<WeblabDial>> {
+    let namespace = window.namespace();
+    let name = window.name_any();
+    dials
+        .state()
+        .iter()
+        .filter(|dial| dial.namespace() == namespace)
+        .filter(|dial| {
+            dial.spec
+                .change_window_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
+        .map(|dial| ObjectRef::from(dial.as_ref()))
+        .collect()
+}
+
+/// An `Api` over one namespace, or all of them.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Builds the controller for one scope (a namespace, or all): returns the
+/// dial cache, which the assignment API serves from, and the future that
+/// runs the controller until `shutdown`.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    reconcile_all: impl Stream<Item = ()> + Send + 'static,
+    shutdown: CancellationToken,
+) -> (Store<WeblabDial>, BoxFuture<'static, ()>) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default().any_semantic();
+    let (alarms, alarm_writer) = reflector::store();
+    let alarm_events = watcher(scoped::<Alarm>(&client, namespace), config.clone())
+        .default_backoff()
+        .reflect(alarm_writer)
+        .touched_objects();
+    let (windows, window_writer) = reflector::store();
+    let window_events = watcher(scoped::<ChangeWindow>(&client, namespace), config.clone())
+        .default_backoff()
+        .reflect(window_writer)
+        .touched_objects();
+
+    let controller = Controller::new(scoped::<WeblabDial>(&client, namespace), config);
+    let dials = controller.store();
+    let by_alarm = {
+        let dials = dials.clone();
+        move |alarm: Alarm| dials_attaching(&dials, &alarm)
+    };
+    let by_window = {
+        let dials = dials.clone();
+        move |window: ChangeWindow| dials_gated_by(&dials, &window)
+    };
+    let cx = Arc::new(DialContext {
+        ctx,
+        alarms,
+        windows,
+    });
+    let run = controller
+        .watches_stream(alarm_events, by_alarm)
+        .watches_stream(window_events, by_window)
+        .reconcile_all_on(reconcile_all)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            reconcile,
+            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            cx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .boxed();
+    (dials, run)
+}

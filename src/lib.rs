@@ -1,0 +1,76 @@
+//! weblab-operator: weblab dials, alarm-driven rollbacks, merge-train pauses
+//! and change windows, reconciled as Kubernetes custom resources.
+//!
+//! Layout: [`api`] holds the resource types; [`operator`] wires the
+//! controllers, the HTTP [`server`] and [`leader`] election together;
+//! [`metrics`] is the Prometheus registry they share.
+
+pub mod api;
+pub mod assignment;
+pub mod controllers;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod server;
+
+/// Every failure below `main`, one variant per source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[source] kube::Error),
+
+    /// The CRDs are not installed or not established in time.
+    #[error(
+        "CRD {crd} is not established after {waited_secs}s; install it with `kubectl apply --server-side -f crds/`"
+    )]
+    CrdNotEstablished {
+        /// The CRD's name.
+        crd: String,
+        /// How long the operator waited.
+        waited_secs: u64,
+    },
+
+    /// The HTTP server could not bind or failed.
+    #[error("HTTP server on {address} failed: {source}")]
+    Server {
+        /// The listen address.
+        address: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A metric could not be registered (a programming error caught at start).
+    #[error("cannot register metric: {0}")]
+    Metrics(#[source] prometheus::Error),
+
+    /// Serializing a CRD failed.
+    #[error("cannot render CRDs as YAML: {0}")]
+    Yaml(#[source] serde_saphyr::SerializeError),
+
+    /// This replica lost the leader lease and must stop writing.
+    #[error("lost the leader lease {lease}; another replica took over")]
+    LeaseLost {
+        /// The Lease's namespace/name.
+        lease: String,
+    },
+}
+
+impl Error {
+    /// A short UpperCamelCase reason, for event reasons and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
+            Error::Kube(_) => "KubeApiError",
+            Error::CrdNotEstablished { .. } => "CrdNotEstablished",
+            Error::Server { .. } => "ServerError",
+            Error::Metrics(_) => "MetricsError",
+            Error::Yaml(_) => "YamlError",
+            Error::LeaseLost { .. } => "LeaseLost",
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,180 @@
+//! The `weblab-operator` binary: parses flags and hands over to the library.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::{
+    Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use weblab_operator::{api, leader::LeaseSettings, operator};
+
+/// Weblab dials, alarm-driven rollbacks, merge-train pauses and change
+/// windows as Kubernetes resources.
+#[derive(Parser)]
+#[command(name = "weblab-operator", version)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "WEBLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers and the HTTP server.
+    Run(RunArgs),
+    /// Print every CustomResourceDefinition as multi-document YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig file; default: in-cluster configuration, then $KUBECONFIG,
+    /// then ~/.kube/config.
+    #[arg(long, env = "WEBLAB_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context; default: the current context.
+    #[arg(long, env = "WEBLAB_CONTEXT")]
+    context: Option<String>,
+
+    /// Namespace to watch (repeat, or comma-separate); default: all.
+    #[arg(long = "namespace", env = "WEBLAB_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+
+    /// Address of the HTTP server (metrics, health, assignments, webhooks).
+    #[arg(long, env = "WEBLAB_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+
+    /// Elect a leader through a Lease so that only one replica writes.
+    #[arg(long, env = "WEBLAB_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "WEBLAB_LEASE_NAME", default_value = "weblab-operator")]
+    lease_name: String,
+
+    /// This replica's identity in the election; default: the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let outcome = match cli.command {
+        Command::Crd => print_crds(),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(run(args))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+fn print_crds() -> anyhow::Result<()> {
+    print!("{}", api::crds_yaml()?);
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = client(&args).await?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("weblab-operator-{}", std::process::id()));
+    let leader_election = args.leader_election.then(|| {
+        LeaseSettings::new(
+            args.lease_namespace.clone(),
+            args.lease_name.clone(),
+            identity.clone(),
+        )
+    });
+    let settings = operator::Settings {
+        listen: args.listen,
+        namespaces: args.namespaces,
+        identity,
+        leader_election,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    operator::run(client, settings, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn client(args: &RunArgs) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None if args.context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(%error, "cannot listen for signals; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+    shutdown.cancel();
+}

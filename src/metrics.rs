@@ -1,0 +1,117 @@
+//! The Prometheus registry shared by the controllers and the HTTP server.
+//! Labels stay low-cardinality: controller, kind, phase, reason; never object
+//! names or error text.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector,
+};
+
+use crate::{Error, Result};
+
+/// Every metric the operator exports, registered once at start.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// 1 while this replica holds the leader lease (or runs without election).
+    pub leader: IntGauge,
+    /// Reconciliations started, by controller.
+    pub reconciliations: IntCounterVec,
+    /// Failed reconciliations, by controller and reason.
+    pub reconcile_errors: IntCounterVec,
+    /// How long reconciliations take, by controller.
+    pub reconcile_duration: HistogramVec,
+    /// Status writes, by controller and result (`ok`, `conflict`, `error`).
+    pub status_writes: IntCounterVec,
+    /// Events published, by kind and reason (the state transitions).
+    pub transitions: IntCounterVec,
+    /// Dials in the watched namespaces, by phase.
+    pub dials: IntGaugeVec,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
+    registry
+        .register(Box::new(collector.clone()))
+        .map_err(Error::Metrics)?;
+    Ok(collector)
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `weblab_` prefix.
+    pub fn new() -> Result<Self> {
+        let registry =
+            Registry::new_custom(Some("weblab".to_owned()), None).map_err(Error::Metrics)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).map_err(Error::Metrics)
+        };
+        Ok(Metrics {
+            leader: register(
+                &registry,
+                IntGauge::new(
+                    "leader",
+                    "1 while this replica holds the leader lease and runs the controllers' writes",
+                )
+                .map_err(Error::Metrics)?,
+            )?,
+            reconciliations: register(
+                &registry,
+                counter(
+                    "reconciliations_total",
+                    "Reconciliations started",
+                    &["controller"],
+                )?,
+            )?,
+            reconcile_errors: register(
+                &registry,
+                counter(
+                    "reconcile_errors_total",
+                    "Failed reconciliations",
+                    &["controller", "reason"],
+                )?,
+            )?,
+            reconcile_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "reconcile_duration_seconds",
+                        "How long reconciliations take",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ]),
+                    &["controller"],
+                )
+                .map_err(Error::Metrics)?,
+            )?,
+            status_writes: register(
+                &registry,
+                counter(
+                    "status_writes_total",
+                    "Status writes by result",
+                    &["controller", "result"],
+                )?,
+            )?,
+            transitions: register(
+                &registry,
+                counter(
+                    "transitions_total",
+                    "Events published on state transitions, by kind and reason",
+                    &["kind", "reason"],
+                )?,
+            )?,
+            dials: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("dials", "Weblab dials by phase"), &["phase"])
+                    .map_err(Error::Metrics)?,
+            )?,
+            registry,
+        })
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self) -> Result<String> {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .map_err(Error::Metrics)
+    }
+}

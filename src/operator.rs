@@ -1,0 +1,209 @@
+//! `weblab-operator run`: the HTTP server on every replica; the
+//! controllers' writes on the leader only.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::future::join_all;
+use tokio::sync::watch;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, Resource, ResourceExt, runtime::reflector::Store};
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error, Result, api,
+    controllers::{Context, on_leadership, weblab_dial},
+    leader::{LeaderElector, LeaseSettings},
+    metrics::Metrics,
+    server::{self, ServerState},
+};
+
+/// How `run` is configured.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// The namespaces to watch; empty: all.
+    pub namespaces: Vec<String>,
+    /// This replica's name in events and in the election.
+    pub identity: String,
+    /// Leader election, or `None` to run the controllers unconditionally
+    /// (one replica, or local development).
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
+pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Metrics::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let server = tokio::spawn(server::serve(settings.listen, state, shutdown.clone()).await?);
+
+    let (leader_tx, leader) = watch::channel(false);
+    let outcome = async {
+        if !wait_for_crds(&client, &shutdown).await? {
+            return Ok(());
+        }
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            metrics.clone(),
+            leader.clone(),
+            settings.identity.clone(),
+        ));
+        let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
+            vec![None]
+        } else {
+            settings
+                .namespaces
+                .iter()
+                .map(|ns| Some(ns.as_str()))
+                .collect()
+        };
+        let mut dial_stores = Vec::new();
+        let mut controllers = Vec::new();
+        for scope in scopes {
+            let (dials, run) = weblab_dial::controller(
+                ctx.clone(),
+                scope,
+                on_leadership(leader.clone()),
+                shutdown.clone(),
+            );
+            dial_stores.push(dials);
+            controllers.push(tokio::spawn(run));
+        }
+        for store in &dial_stores {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                synced = wait_until_synced(store) => if !synced { return Ok(()) },
+            }
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!("caches synced; serving");
+        let led = lead(client, &settings, &metrics, &leader_tx, &shutdown).await;
+        shutdown.cancel();
+        join_all(controllers).await;
+        led
+    }
+    .await;
+
+    // Whatever ended the run, the server stops with it.
+    shutdown.cancel();
+    let served = match server.await {
+        Ok(result) => result,
+        Err(join_error) => {
+            tracing::error!(%join_error, "HTTP server task panicked");
+            Ok(())
+        }
+    };
+    outcome.and(served)
+}
+
+/// Waits until every CRD is established, so that a fresh install where the
+/// operator starts before its CRDs does not crash-loop. `false` when
+/// `shutdown` fires first.
+async fn wait_for_crds(client: &Client, shutdown: &CancellationToken) -> Result<bool> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    for wanted in api::crds() {
+        let name = wanted.name_any();
+        loop {
+            let established = match crds.get_opt(&name).await {
+                Ok(found) => found.as_ref().is_some_and(is_established),
+                Err(error) => {
+                    tracing::warn!(%error, crd = %name, "cannot read CRD");
+                    false
+                }
+            };
+            if established {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                let error = Error::CrdNotEstablished {
+                    crd: name.clone(),
+                    waited_secs: started.elapsed().as_secs(),
+                };
+                tracing::warn!(%error, "still waiting");
+                last_report = Instant::now();
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(false),
+                () = sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    tracing::info!("all CRDs are established");
+    Ok(true)
+}
+
+/// Waits for a cache's first full list. kube-runtime's readiness signal
+/// wakes only the last task that polled it, and the controller polls it too,
+/// so it is polled again on a short tick. `false` when the cache is gone.
+async fn wait_until_synced<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(ready) => return ready.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
+fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// Holds leadership (when elected) until shutdown. A lost lease ends the
+/// process with an error, so that its writes stop at once and the Deployment
+/// restarts it as a candidate.
+async fn lead(
+    client: Client,
+    settings: &Settings,
+    metrics: &Metrics,
+    leader: &watch::Sender<bool>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Some(lease) = &settings.leader_election else {
+        metrics.leader.set(1);
+        leader.send_replace(true);
+        shutdown.cancelled().await;
+        return Ok(());
+    };
+    let elector = LeaderElector::new(client, lease.clone());
+    if !elector.acquire(shutdown).await? {
+        return Ok(());
+    }
+    metrics.leader.set(1);
+    leader.send_replace(true);
+    let held = elector.hold(shutdown).await;
+    // Stop writing before anything else: another replica may lead already.
+    leader.send_replace(false);
+    metrics.leader.set(0);
+    if held.is_ok()
+        && let Err(error) = elector.release().await
+    {
+        tracing::warn!(%error, "cannot release leader lease; others take over when it expires");
+    }
+    held
+}

@@ -1,0 +1,98 @@
+//! The operator's HTTP surface: health, readiness and metrics.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Result, metrics::Metrics};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ServerState {
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// Whether this replica can serve: its CRDs are established and its
+    /// caches have synced.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The router with every endpoint.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Binds `address` now, so that a port already in use fails the start, and
+/// serves until `shutdown` is cancelled.
+pub async fn serve(
+    address: SocketAddr,
+    state: ServerState,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = Result<()>>> {
+    let server_error = |source| Error::Server {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(server_error)?;
+    let bound = listener.local_addr().map_err(server_error)?;
+    tracing::info!(address = %bound, "HTTP server listening");
+    Ok(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(|source| Error::Server {
+                address: bound.to_string(),
+                source,
+            })
+    })
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<ServerState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for CRDs and caches",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot render metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics").into_response()
+        }
+    }
+}
