@@ -44,45 +44,50 @@ pub struct Settings {
 pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken) -> Result<()> {
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
+    let (leader_tx, leader) = watch::channel(false);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        leader.clone(),
+        settings.identity.clone(),
+    ));
+
+    // The controllers are built (not started) first, so that the server
+    // holds their caches from the start; it serves once they have synced.
+    let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect()
+    };
+    let mut dials = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (store, controller) = weblab_dial::controller(
+            ctx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        dials.push(store);
+        controllers.push(controller);
+    }
     let state = ServerState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        dials: dials.clone(),
     };
     let server = tokio::spawn(server::serve(settings.listen, state, shutdown.clone()).await?);
 
-    let (leader_tx, leader) = watch::channel(false);
     let outcome = async {
         if !wait_for_crds(&client, &shutdown).await? {
             return Ok(());
         }
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            leader.clone(),
-            settings.identity.clone(),
-        ));
-        let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
-            vec![None]
-        } else {
-            settings
-                .namespaces
-                .iter()
-                .map(|ns| Some(ns.as_str()))
-                .collect()
-        };
-        let mut dial_stores = Vec::new();
-        let mut controllers = Vec::new();
-        for scope in scopes {
-            let (dials, run) = weblab_dial::controller(
-                ctx.clone(),
-                scope,
-                on_leadership(leader.clone()),
-                shutdown.clone(),
-            );
-            dial_stores.push(dials);
-            controllers.push(tokio::spawn(run));
-        }
-        for store in &dial_stores {
+        let running: Vec<_> = controllers.into_iter().map(tokio::spawn).collect();
+        for store in &dials {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 synced = wait_until_synced(store) => if !synced { return Ok(()) },
@@ -92,7 +97,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         tracing::info!("caches synced; serving");
         let led = lead(client, &settings, &metrics, &leader_tx, &shutdown).await;
         shutdown.cancel();
-        join_all(controllers).await;
+        join_all(running).await;
         led
     }
     .await;

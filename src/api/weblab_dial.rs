@@ -307,6 +307,20 @@ pub enum DialPhase {
     Failed,
 }
 
+impl DialPhase {
+    /// Every phase, for metrics that report zero as well.
+    pub const ALL: [DialPhase; 8] = [
+        DialPhase::Progressing,
+        DialPhase::Baking,
+        DialPhase::Paused,
+        DialPhase::Waiting,
+        DialPhase::Dialed,
+        DialPhase::RolledBack,
+        DialPhase::Aborted,
+        DialPhase::Failed,
+    ];
+}
+
 /// Observed state of a `WeblabDial`. Everything served to applications comes
 /// from `realms`: the effective allocation per realm.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,6 +1,14 @@
-//! The operator's HTTP surface: health, readiness and metrics.
+//! The operator's HTTP surface: health, readiness and metrics, and the
+//! treatment-assignment APIs (native JSON in [`assignments`], OFREP in
+//! [`ofrep`]) served from the informer caches on every replica.
+
+mod assignments;
+mod dials;
+mod ofrep;
+mod request;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{
         Arc,
@@ -15,16 +23,23 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result, metrics::Metrics};
+use crate::{
+    Error, Result,
+    api::{WeblabDial, weblab_dial::DialPhase},
+    metrics::Metrics,
+};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ServerState {
     /// The operator's metrics.
     pub metrics: Metrics,
+    /// The dial caches, one per watched scope (a namespace, or all).
+    pub dials: Vec<Store<WeblabDial>>,
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
@@ -32,11 +47,18 @@ pub struct ServerState {
 
 /// The router with every endpoint.
 pub fn router(state: ServerState) -> Router {
+    // One catalog (and compiled-dial cache) shared by both assignment APIs.
+    let catalog = Arc::new(dials::DialCatalog::new(
+        state.dials.clone(),
+        state.ready.clone(),
+    ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(assignments::routes(catalog.clone()))
+        .merge(ofrep::routes(catalog))
 }
 
 /// Binds `address` now, so that a port already in use fails the start, and
@@ -81,6 +103,7 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
+    count_dials_by_phase(&state);
     match state.metrics.render() {
         Ok(text) => (
             [(
@@ -94,5 +117,25 @@ async fn metrics(State(state): State<ServerState>) -> Response {
             tracing::error!(%error, "cannot render metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics").into_response()
         }
+    }
+}
+
+/// Sets `weblab_dials{phase}` from the caches, so that every replica reports
+/// what it serves, leader or not.
+fn count_dials_by_phase(state: &ServerState) {
+    let mut counts: BTreeMap<String, i64> = DialPhase::ALL
+        .iter()
+        .map(|phase| (format!("{phase:?}"), 0))
+        .collect();
+    for dial in state.dials.iter().flat_map(Store::state) {
+        let phase = dial
+            .status
+            .as_ref()
+            .and_then(|status| status.phase)
+            .map_or_else(|| "Unknown".to_owned(), |phase| format!("{phase:?}"));
+        *counts.entry(phase).or_default() += 1;
+    }
+    for (phase, count) in counts {
+        state.metrics.dials.with_label_values(&[&phase]).set(count);
     }
 }

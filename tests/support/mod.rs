@@ -67,3 +67,131 @@ pub fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// A `weblab-operator run` process against a control plane, killed when
+/// dropped. Its log is kept in the control plane's directory.
+pub struct Operator {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The log file.
+    pub log: PathBuf,
+    child: tokio::process::Child,
+}
+
+impl Operator {
+    /// Starts the operator with `args` added to `run --kubeconfig ... --listen ...`
+    /// and waits until `/readyz` answers 200.
+    pub async fn start(plane: &ControlPlane, args: &[&str]) -> Operator {
+        let port = free_port();
+        let log = plane.dir().join(format!("operator-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weblab-operator"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(plane.kubeconfig_path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", "info,weblab_operator=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the operator starts");
+        let operator = Operator {
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            child,
+        };
+        let ready = eventually(std::time::Duration::from_secs(60), || async {
+            matches!(operator.get("/readyz").await, Some((200, _)))
+        })
+        .await;
+        assert!(
+            ready,
+            "the operator never became ready; log:\n{}",
+            operator.logs()
+        );
+        operator
+    }
+
+    /// GET `path`: the status and body, or `None` when nothing answers.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    /// Sends SIGTERM and waits (up to 20 s) for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let signalled = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(signalled.success());
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20s of SIGTERM")
+            .expect("exit status")
+    }
+
+    /// What the operator logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `check` every 100 ms until it holds or `within` has passed.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `kubectl apply -n namespace -f -` with `yaml` on standard input.
+pub async fn apply_yaml(plane: &ControlPlane, namespace: &str, yaml: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::from(plane.kubectl());
+    command
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("kubectl runs");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(yaml.as_bytes())
+        .await
+        .expect("writes the manifest");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("kubectl finishes");
+    assert!(
+        output.status.success(),
+        "kubectl apply failed: {}\n{yaml}",
+        describe(&output)
+    );
+}
