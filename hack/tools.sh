@@ -25,7 +25,8 @@ versions_file="${repo_root}/tools/versions.env"
 go_dir="${repo_root}/tools/go"
 cache_dir="${WEBLAB_CACHE_DIR:-${HOME}/.cache/weblab-operator}/tools"
 
-# shellcheck source=../tools/versions.env
+# Plain KEY=value lines; `shellcheck -x` follows them.
+# shellcheck source=tools/versions.env source-path=SCRIPTDIR/.. disable=SC1091
 source "${versions_file}"
 
 # ---- registry ---------------------------------------------------------------
@@ -233,13 +234,19 @@ cmd_prune() {
   done
 }
 
-case "${1:-}" in
-build) shift; cmd_build "$@" ;;
-bindir) bin_dir; echo ;;
-list) cmd_list ;;
-prune) cmd_prune ;;
-*)
-  echo "usage: $0 build [TOOL...] | bindir | list | prune" >&2
-  exit 2
-  ;;
-esac
+# Everything runs from inside main, parsed in full before it starts, so a
+# checkout that rewrites this file during a long build cannot derail it.
+main() {
+  case "${1:-}" in
+  build) shift; cmd_build "$@" ;;
+  bindir) bin_dir; echo ;;
+  list) cmd_list ;;
+  prune) cmd_prune ;;
+  *)
+    echo "usage: $0 build [TOOL...] | bindir | list | prune" >&2
+    exit 2
+    ;;
+  esac
+}
+
+main "$@"; exit
