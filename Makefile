@@ -28,11 +28,13 @@ build: ## Build the operator and the test harness.
 
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types.
-	$(CARGO) run --quiet --locked --bin weblab-operator -- crd > crds/weblab.dev.yaml
+	$(CARGO) build --quiet --locked --bin weblab-operator
+	$(BIN) crd > crds/weblab.dev.yaml
 
 .PHONY: crds-check
 crds-check: ## Fail when crds/ differs from what the code generates.
-	@$(CARGO) run --quiet --locked --bin weblab-operator -- crd | diff -u crds/weblab.dev.yaml - \
+	$(CARGO) build --quiet --locked --bin weblab-operator
+	@$(BIN) crd | diff -u crds/weblab.dev.yaml - \
 	  || { echo "crds/ is out of date: run 'make crds' and commit" >&2; exit 1; }
 
 .PHONY: lint
@@ -43,6 +45,11 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 .PHONY: test
 test: tools crds-check lint ## Everything CI runs: drift check, lints, unit and integration tests on a real control plane.
 	$(CARGO) test --workspace --locked
+
+.PHONY: bench
+bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk).
+	hack/prereqs.sh bench
+	$(CARGO) bench --locked --bench operator
 
 .PHONY: demo
 demo: tools build ## Start a local control plane and the operator in the background, apply the examples.

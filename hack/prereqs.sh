@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks (and where possible installs) what the build and tests need beyond
 # the repository: Go and Rust toolchains with rustfmt and clippy, and a few
-# command-line tools from Debian's packages.
+# command-line tools from Debian's packages. Usage: prereqs.sh [bench]
 set -euo pipefail
 
 missing=()
@@ -15,9 +15,12 @@ fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-# Debian packages used by tests and scripts.
+# Debian packages used by tests and scripts ("bench" adds the load tool).
 debs=()
 command -v curl >/dev/null || debs+=(curl)
+if [[ ${1:-} == bench ]]; then
+  command -v wrk >/dev/null || debs+=(wrk)
+fi
 if ((${#debs[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${debs[@]}"

@@ -93,12 +93,19 @@ async fn annotate(plane: &testenv::ControlPlane, namespace: &str, name: &str, re
     assert!(output.status.success(), "{}", support::describe(&output));
 }
 
+/// A namespace of its own, an operator watching it, and the dials' API.
+async fn setup(prefix: &str) -> (testenv::TestNamespace, Operator, Api<WeblabDial>) {
+    let plane = control_plane().await;
+    let ns = plane.namespace(prefix).await.expect("namespace");
+    let operator = Operator::start(plane, &["--namespace", ns.name()]).await;
+    let api = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    (ns, operator, api)
+}
+
 #[tokio::test]
 async fn a_dial_progresses_through_its_bakes_and_waves_and_waits_for_a_person() {
     let plane = control_plane().await;
-    let ns = plane.namespace("dial-steps").await.expect("namespace");
-    let operator = Operator::start(plane, &["--namespace", ns.name()]).await;
-    let api: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let (ns, operator, api) = setup("dial-steps").await;
 
     apply_yaml(plane, ns.name(), &progressive("checkout", "2s")).await;
     let paused = wait_for_phase(&api, "checkout", DialPhase::Paused, &operator).await;
@@ -198,9 +205,7 @@ async fn a_dial_progresses_through_its_bakes_and_waves_and_waits_for_a_person() 
 #[tokio::test]
 async fn manual_abort_holds_the_rollback_allocation_until_retried_and_promote_skips_bakes() {
     let plane = control_plane().await;
-    let ns = plane.namespace("dial-actions").await.expect("namespace");
-    let operator = Operator::start(plane, &["--namespace", ns.name()]).await;
-    let api: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let (ns, operator, api) = setup("dial-actions").await;
 
     apply_yaml(plane, ns.name(), &progressive("search", "1h")).await;
     let baking = wait_for_phase(&api, "search", DialPhase::Baking, &operator).await;
@@ -243,9 +248,7 @@ async fn manual_abort_holds_the_rollback_allocation_until_retried_and_promote_sk
 #[tokio::test]
 async fn a_spec_change_mid_way_starts_from_the_effective_allocation() {
     let plane = control_plane().await;
-    let ns = plane.namespace("dial-respec").await.expect("namespace");
-    let operator = Operator::start(plane, &["--namespace", ns.name()]).await;
-    let api: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let (ns, operator, api) = setup("dial-respec").await;
 
     apply_yaml(plane, ns.name(), &progressive("feed", "2s")).await;
     wait_for_phase(&api, "feed", DialPhase::Paused, &operator).await;

@@ -55,6 +55,9 @@ pub const HISTORY_LIMIT: usize = 50;
     validation = Rule::new("!has(self.overrides) || self.overrides.all(o, o.treatment in self.treatments)")
         .message("every override's treatment must be listed in spec.treatments")
         .field_path(".overrides"),
+    validation = Rule::new("!has(self.overrides) || self.overrides.map(o, has(o.units) ? size(o.units) : 0).sum() <= 4000")
+        .message("overrides may list at most 4000 units in all; put larger populations in a segment")
+        .field_path(".overrides"),
     validation = Rule::new("!has(self.rollback) || !has(self.rollback.allocation) || self.rollback.allocation.all(t, t in self.treatments)")
         .message("every treatment in the rollback allocation must be listed in spec.treatments")
         .field_path(".rollback.allocation"),
@@ -179,7 +182,7 @@ pub struct Override {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         extend("x-kubernetes-list-type" = "set"),
-        length(max = 10000),
+        length(max = 4000),
         inner(length(min = 1, max = 256))
     )]
     pub units: Vec<String>,
@@ -387,7 +390,7 @@ pub struct RealmAllocation {
     /// Kept across changes so that growing a treatment never moves a unit out
     /// of it and shrinking moves only the units that must move.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 10000))]
+    #[schemars(length(max = 1000))]
     pub buckets: Vec<BucketRange>,
     /// Whether this is the rollback allocation put in place by an alarm or an
     /// abort.

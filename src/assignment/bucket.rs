@@ -88,37 +88,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod scratch_timing {
-    use sha2::{Digest, Sha256};
-    #[test]
-    fn scratch_timing() {
-        let n = 200_000u32;
-        let t = std::time::Instant::now();
-        let mut acc = 0u32;
-        for i in 0..n {
-            acc = acc.wrapping_add(super::bucket("shares-test", "0123456789abcdef") + i);
-        }
-        let a = t.elapsed();
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            let d = Sha256::digest(b"0123456789abcdef0123456789abcdef0123");
-            acc = acc.wrapping_add(u32::from(d[0]));
-        }
-        let b = t.elapsed();
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            let mut h = Sha256::new();
-            h.update(b"0123456789ab");
-            h.update(b"cdef0123456789abcdef0123");
-            acc = acc.wrapping_add(u32::from(h.finalize()[0]));
-        }
-        let c = t.elapsed();
-        eprintln!(
-            "bucket {:?}/hash, digest {:?}, 2 updates {:?} {acc}",
-            a / n,
-            b / n,
-            c / n
-        );
-    }
-}

@@ -1,0 +1,211 @@
+//! `make bench`: figures printed, never asserted.
+//!
+//! 1. Reconcile: 1,000 dials applied at once; time until every one is
+//!    `Dialed`, and status writes per dial.
+//! 2. Assignment API: `wrk` on loopback against the native endpoint and the
+//!    OFREP endpoint with those 1,000 dials loaded: requests/s, p50, p99.
+
+use std::{process::Stdio, time::Duration};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, PostParams},
+};
+use tokio::time::{Instant, sleep};
+use weblab_operator::api::{WeblabDial, weblab_dial::DialPhase};
+
+const DIALS: usize = 1_000;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> BenchResult<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+fn dial(index: usize) -> BenchResult<WeblabDial> {
+    let yaml = format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: bench-{index:04}
+spec:
+  weblab: BENCH_{index:04}
+  treatments: [C, T1, T2]
+  realms: [NA, EU]
+  allocation: {{C: 50, T1: 25, T2: 25}}
+  overrides:
+    - treatment: T1
+      units: [customer-1, customer-2, customer-3]
+"
+    );
+    Ok(serde_saphyr::from_str(&yaml)?)
+}
+
+async fn run() -> BenchResult<()> {
+    let plane = testenv::ControlPlane::start(testenv::Options::default()).await?;
+    plane
+        .install_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
+        .await?;
+    let namespace = plane.namespace("bench").await?;
+    let client = plane.client().await?;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(plane.dir().join("operator.log"))?;
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_weblab-operator"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(plane.kubeconfig_path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--namespace",
+            namespace.name(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_until(Duration::from_secs(60), || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await?;
+
+    // 1. Reconcile.
+    let api: Api<WeblabDial> = Api::namespaced(client, namespace.name());
+    let started = Instant::now();
+    stream::iter(0..DIALS)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let manifest = dial(i)?;
+                let created: BenchResult<WeblabDial> = api
+                    .create(&PostParams::default(), &manifest)
+                    .await
+                    .map_err(Into::into);
+                created
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<WeblabDial>>()
+        .await?;
+    let created = started.elapsed();
+    wait_until(Duration::from_secs(300), || async {
+        api.list(&ListParams::default()).await.is_ok_and(|list| {
+            list.items
+                .iter()
+                .filter(|d| d.status.as_ref().and_then(|s| s.phase) == Some(DialPhase::Dialed))
+                .count()
+                == DIALS
+        })
+    })
+    .await?;
+    let settled = started.elapsed();
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let writes = counter(
+        &metrics,
+        "weblab_status_writes_total{controller=\"weblab-operator/weblabdial\",result=\"ok\"}",
+    );
+    let conflicts = counter(
+        &metrics,
+        "weblab_status_writes_total{controller=\"weblab-operator/weblabdial\",result=\"conflict\"}",
+    );
+
+    println!(
+        "weblab-operator benchmarks ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!("Reconcile: {DIALS} dials applied at once");
+    println!(
+        "  created in                 {:>8.2} s",
+        created.as_secs_f64()
+    );
+    println!(
+        "  all Dialed after           {:>8.2} s",
+        settled.as_secs_f64()
+    );
+    println!(
+        "  status writes per dial     {:>8.2}   ({writes} writes, {conflicts} conflicts)",
+        writes / DIALS as f64
+    );
+    let sample = api.get("bench-0000").await?;
+    println!(
+        "  (sample: {} -> {})",
+        sample.name_any(),
+        sample.status.and_then(|s| s.summary).unwrap_or_default()
+    );
+
+    // 2. Assignment API under load.
+    println!();
+    println!("Assignment API: wrk -t2 -c64 -d10s on loopback, {DIALS} dials, random units");
+    for (label, script) in [("native GET", "native.lua"), ("OFREP POST", "ofrep.lua")] {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk/").to_owned() + script;
+        let output = tokio::process::Command::new("wrk")
+            .args(["-t2", "-c64", "-d10s", "--latency", "-s", &script, &base])
+            .env("BENCH_NAMESPACE", namespace.name())
+            .env("BENCH_DIALS", DIALS.to_string())
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rate = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .map(str::trim)
+            .unwrap_or("?");
+        let percentile = |p: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(p))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let errors = text
+            .lines()
+            .find(|l| l.contains("Non-2xx"))
+            .unwrap_or("no non-2xx responses")
+            .trim();
+        println!(
+            "  {label:<11} {rate:>10} req/s   p50 {:>8}   p99 {:>8}   ({errors})",
+            percentile("50%"),
+            percentile("99%")
+        );
+    }
+    let _ = operator.kill().await;
+    Ok(())
+}
+
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_until<F, Fut>(within: Duration, mut check: F) -> BenchResult<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {within:?}").into());
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
