@@ -204,8 +204,15 @@ pub(crate) enum NameLookup {
 
 /// Which namespaces hold a dial of each name, for root-mounted OFREP.
 struct NameIndex {
-    built: Instant,
+    /// When it was built; `None` before the first build.
+    built: Option<Instant>,
     namespaces: HashMap<Box<str>, Vec<Box<str>>>,
+}
+
+impl NameIndex {
+    fn is_older_than(&self, age: Duration) -> bool {
+        self.built.is_none_or(|built| built.elapsed() > age)
+    }
 }
 
 /// The served dials: the informer caches plus the compiled view of each
@@ -232,10 +239,7 @@ impl DialCatalog {
             ready,
             compiled: RwLock::default(),
             names: RwLock::new(Arc::new(NameIndex {
-                // Old enough that the first root lookup builds the index.
-                built: Instant::now()
-                    .checked_sub(NAME_INDEX_MAX_AGE * 2)
-                    .unwrap_or_else(Instant::now),
+                built: None,
                 namespaces: HashMap::new(),
             })),
             rebuilding_names: Mutex::new(()),
@@ -426,7 +430,7 @@ impl DialCatalog {
                 .clone()
         };
         let index = current();
-        if index.built.elapsed() <= max_age {
+        if !index.is_older_than(max_age) {
             return index;
         }
         let _rebuilding = if wait {
@@ -442,7 +446,7 @@ impl DialCatalog {
         };
         // Another request may have rebuilt it while this one waited.
         let index = current();
-        if index.built.elapsed() <= max_age {
+        if !index.is_older_than(max_age) {
             return index;
         }
         let mut namespaces: HashMap<Box<str>, Vec<Box<str>>> = HashMap::new();
@@ -459,7 +463,7 @@ impl DialCatalog {
             }
         }
         let rebuilt = Arc::new(NameIndex {
-            built: Instant::now(),
+            built: Some(Instant::now()),
             namespaces,
         });
         *self.names.write().unwrap_or_else(PoisonError::into_inner) = rebuilt.clone();
