@@ -72,8 +72,9 @@ The demo is running: a local control plane and weblab-operator (logs in $dir).
 
   export KUBECONFIG=$dir/kubeconfig
   $kubectl get weblab -A
-  $kubectl -n demo get weblabdials -o wide
+  $kubectl -n demo get weblabdials -w          # quickstart moves within two minutes
   $kubectl -n demo describe weblabdial holiday-device-sync
+  curl -s "http://127.0.0.1:$port/v1/weblabs/demo/quickstart/treatment?unit=customer-42&realm=NA"
   curl -s http://127.0.0.1:$port/metrics | grep ^weblab_
 
 Stop it with: make demo-down
