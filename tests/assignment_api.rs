@@ -14,7 +14,9 @@ use std::{cell::RefCell, collections::BTreeMap, path::PathBuf, process::Stdio, t
 
 use kube::Api;
 use serde_json::{Value, json};
-use support::{Operator, control_plane, describe, eventually, kubectl, repo_root};
+use support::{
+    Operator, control_plane, describe, eventually, kubectl, operator_for_new_namespace, repo_root,
+};
 use testenv::ControlPlane;
 use tokio::io::AsyncWriteExt;
 use weblab_operator::{
@@ -246,9 +248,8 @@ async fn serves(operator: &Operator, namespace: &str, name: &str, query: &str, r
 #[tokio::test]
 async fn native_single_and_batch_follow_the_status_and_overrides_win() {
     let plane = control_plane().await;
-    let namespace = plane.namespace("assign-native").await.expect("namespace");
+    let (namespace, operator) = operator_for_new_namespace(plane, "assign-native").await;
     let ns = namespace.name();
-    let operator = Operator::start(plane, &["--namespace", ns]).await;
     apply(plane, ns, "checkout", &checkout_dial("checkout-button")).await;
     let api = dials(plane, ns).await;
     let dial = settled(&api, "checkout-button", "Dialed").await;
@@ -366,9 +367,8 @@ async fn native_single_and_batch_follow_the_status_and_overrides_win() {
 #[tokio::test]
 async fn an_abort_serves_the_rollback_allocation_and_keeps_overrides() {
     let plane = control_plane().await;
-    let namespace = plane.namespace("assign-abort").await.expect("namespace");
+    let (namespace, operator) = operator_for_new_namespace(plane, "assign-abort").await;
     let ns = namespace.name();
-    let operator = Operator::start(plane, &["--namespace", ns]).await;
     apply(plane, ns, "checkout", &checkout_dial("checkout-button")).await;
     let api = dials(plane, ns).await;
     settled(&api, "checkout-button", "Dialed").await;
@@ -443,9 +443,8 @@ async fn an_abort_serves_the_rollback_allocation_and_keeps_overrides() {
 #[tokio::test]
 async fn a_dial_without_an_effective_allocation_serves_control_by_default() {
     let plane = control_plane().await;
-    let namespace = plane.namespace("assign-default").await.expect("namespace");
+    let (namespace, operator) = operator_for_new_namespace(plane, "assign-default").await;
     let ns = namespace.name();
-    let operator = Operator::start(plane, &["--namespace", ns]).await;
     apply(plane, ns, "frozen", &frozen_dial("frozen")).await;
     let api = dials(plane, ns).await;
     let dial = settled(&api, "frozen", "Failed").await;
@@ -466,9 +465,8 @@ async fn a_dial_without_an_effective_allocation_serves_control_by_default() {
 #[tokio::test]
 async fn a_deleted_dial_is_not_found_by_either_api() {
     let plane = control_plane().await;
-    let namespace = plane.namespace("assign-delete").await.expect("namespace");
+    let (namespace, operator) = operator_for_new_namespace(plane, "assign-delete").await;
     let ns = namespace.name();
-    let operator = Operator::start(plane, &["--namespace", ns]).await;
     apply(plane, ns, "banner", &banner_dial("banner")).await;
     let api = dials(plane, ns).await;
     settled(&api, "banner", "Dialed").await;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::{Api, api::ListParams};
-use support::{Operator, apply_yaml, control_plane, eventually, kubectl};
+use support::{
+    Operator, apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace,
+};
 use weblab_operator::api::{
     WeblabDial,
     weblab_dial::{ChangeReason, DialPhase},
@@ -96,8 +98,7 @@ async fn annotate(plane: &testenv::ControlPlane, namespace: &str, name: &str, re
 /// A namespace of its own, an operator watching it, and the dials' API.
 async fn setup(prefix: &str) -> (testenv::TestNamespace, Operator, Api<WeblabDial>) {
     let plane = control_plane().await;
-    let ns = plane.namespace(prefix).await.expect("namespace");
-    let operator = Operator::start(plane, &["--namespace", ns.name()]).await;
+    let (ns, operator) = operator_for_new_namespace(plane, prefix).await;
     let api = Api::namespaced(plane.client().await.expect("client"), ns.name());
     (ns, operator, api)
 }

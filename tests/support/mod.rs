@@ -68,6 +68,17 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
+/// A fresh namespace and an operator watching only it: the usual start of
+/// a test.
+pub async fn operator_for_new_namespace(
+    plane: &ControlPlane,
+    prefix: &str,
+) -> (testenv::TestNamespace, Operator) {
+    let namespace = plane.namespace(prefix).await.expect("namespace");
+    let operator = Operator::start(plane, &["--namespace", namespace.name()]).await;
+    (namespace, operator)
+}
+
 /// A `weblab-operator run` process against a control plane, killed when
 /// dropped. Its log is kept in the control plane's directory.
 pub struct Operator {
