@@ -15,7 +15,8 @@ use std::{cell::RefCell, collections::BTreeMap, path::PathBuf, process::Stdio, t
 use kube::Api;
 use serde_json::{Value, json};
 use support::{
-    Operator, control_plane, describe, eventually, kubectl, operator_for_new_namespace, repo_root,
+    Operator, apply_yaml, control_plane, describe, eventually, kubectl, operator_for_new_namespace,
+    repo_root,
 };
 use testenv::ControlPlane;
 use tokio::io::AsyncWriteExt;
@@ -91,17 +92,19 @@ spec:
     )
 }
 
-/// `kubectl apply`s a manifest in `namespace`.
-async fn apply(plane: &ControlPlane, namespace: &str, file_name: &str, manifest: &str) {
-    let path = plane.dir().join(format!("{namespace}-{file_name}.yaml"));
-    std::fs::write(&path, manifest).expect("the manifest is written");
-    let file = path.to_string_lossy();
-    let output = kubectl(plane, &["apply", "-n", namespace, "-f", &file]).await;
-    assert!(
-        output.status.success(),
-        "apply {file_name}: {}",
-        describe(&output)
-    );
+/// Applies `manifest` with kubectl and waits until the controller has
+/// settled the dial `name` in `phase`; the dials' API and the dial.
+async fn apply_settled(
+    plane: &ControlPlane,
+    namespace: &str,
+    manifest: &str,
+    name: &str,
+    phase: &str,
+) -> (Api<WeblabDial>, WeblabDial) {
+    apply_yaml(plane, namespace, manifest).await;
+    let api = dials(plane, namespace).await;
+    let dial = settled(&api, name, phase).await;
+    (api, dial)
 }
 
 async fn dials(plane: &ControlPlane, namespace: &str) -> Api<WeblabDial> {
@@ -250,9 +253,14 @@ async fn native_single_and_batch_follow_the_status_and_overrides_win() {
     let plane = control_plane().await;
     let (namespace, operator) = operator_for_new_namespace(plane, "assign-native").await;
     let ns = namespace.name();
-    apply(plane, ns, "checkout", &checkout_dial("checkout-button")).await;
-    let api = dials(plane, ns).await;
-    let dial = settled(&api, "checkout-button", "Dialed").await;
+    let (_, dial) = apply_settled(
+        plane,
+        ns,
+        &checkout_dial("checkout-button"),
+        "checkout-button",
+        "Dialed",
+    )
+    .await;
     serves(
         &operator,
         ns,
@@ -369,9 +377,14 @@ async fn an_abort_serves_the_rollback_allocation_and_keeps_overrides() {
     let plane = control_plane().await;
     let (namespace, operator) = operator_for_new_namespace(plane, "assign-abort").await;
     let ns = namespace.name();
-    apply(plane, ns, "checkout", &checkout_dial("checkout-button")).await;
-    let api = dials(plane, ns).await;
-    settled(&api, "checkout-button", "Dialed").await;
+    let (api, _) = apply_settled(
+        plane,
+        ns,
+        &checkout_dial("checkout-button"),
+        "checkout-button",
+        "Dialed",
+    )
+    .await;
 
     let annotated = kubectl(
         plane,
@@ -445,9 +458,7 @@ async fn a_dial_without_an_effective_allocation_serves_control_by_default() {
     let plane = control_plane().await;
     let (namespace, operator) = operator_for_new_namespace(plane, "assign-default").await;
     let ns = namespace.name();
-    apply(plane, ns, "frozen", &frozen_dial("frozen")).await;
-    let api = dials(plane, ns).await;
-    let dial = settled(&api, "frozen", "Failed").await;
+    let (_, dial) = apply_settled(plane, ns, &frozen_dial("frozen"), "frozen", "Failed").await;
     assert!(
         dial.status.as_ref().is_none_or(|s| s.realms.is_empty()),
         "a held dial has no effective allocation: {dial:#?}"
@@ -467,9 +478,7 @@ async fn a_deleted_dial_is_not_found_by_either_api() {
     let plane = control_plane().await;
     let (namespace, operator) = operator_for_new_namespace(plane, "assign-delete").await;
     let ns = namespace.name();
-    apply(plane, ns, "banner", &banner_dial("banner")).await;
-    let api = dials(plane, ns).await;
-    settled(&api, "banner", "Dialed").await;
+    let (_, _) = apply_settled(plane, ns, &banner_dial("banner"), "banner", "Dialed").await;
     serves(&operator, ns, "banner", "unit=customer-1", "allocation").await;
     let ofrep = "/ofrep/v1/evaluate/flags/banner".to_owned();
     let context = json!({"context": {"targetingKey": "customer-1"}}).to_string();
@@ -555,9 +564,14 @@ async fn two_replicas_give_identical_assignments() {
     };
     let first = Operator::start(plane, &election("replica-a")).await;
     let second = Operator::start(plane, &election("replica-b")).await;
-    apply(plane, ns, "checkout", &checkout_dial("checkout-button")).await;
-    let api = dials(plane, ns).await;
-    let dial = settled(&api, "checkout-button", "Dialed").await;
+    let (_, dial) = apply_settled(
+        plane,
+        ns,
+        &checkout_dial("checkout-button"),
+        "checkout-button",
+        "Dialed",
+    )
+    .await;
     for operator in [&first, &second] {
         serves(
             operator,
@@ -616,9 +630,14 @@ async fn malformed_requests_get_json_errors_and_the_server_stays_healthy() {
         .expect("namespace");
     let ns = namespace.name();
     let operator = Operator::start(plane, &["--namespace", ns]).await;
-    apply(plane, ns, "checkout", &checkout_dial("checkout-button")).await;
-    let api = dials(plane, ns).await;
-    settled(&api, "checkout-button", "Dialed").await;
+    let (_, _) = apply_settled(
+        plane,
+        ns,
+        &checkout_dial("checkout-button"),
+        "checkout-button",
+        "Dialed",
+    )
+    .await;
     serves(
         &operator,
         ns,
@@ -807,11 +826,11 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     let team_b = plane.namespace("ofrep-b").await.expect("namespace");
     let (a, b) = (team_a.name(), team_b.name());
     let operator = Operator::start(plane, &["--namespace", &format!("{a},{b}")]).await;
-    apply(plane, a, "checkout", &checkout_dial("checkout-button")).await;
-    apply(plane, a, "frozen", &frozen_dial("frozen")).await;
+    apply_yaml(plane, a, &checkout_dial("checkout-button")).await;
+    apply_yaml(plane, a, &frozen_dial("frozen")).await;
     // The same name in both namespaces: the root mount cannot tell which.
-    apply(plane, a, "banner", &banner_dial("banner")).await;
-    apply(plane, b, "banner", &banner_dial("banner")).await;
+    apply_yaml(plane, a, &banner_dial("banner")).await;
+    apply_yaml(plane, b, &banner_dial("banner")).await;
     let checkout = settled(&dials(plane, a).await, "checkout-button", "Dialed").await;
     settled(&dials(plane, a).await, "frozen", "Failed").await;
     let banner_b = settled(&dials(plane, b).await, "banner", "Dialed").await;

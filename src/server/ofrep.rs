@@ -28,7 +28,7 @@ use axum::{
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use serde::{
     Deserialize, Deserializer, Serialize,
@@ -53,44 +53,33 @@ pub(crate) const MIN_POLLING_INTERVAL_MS: u64 = 1000;
 
 /// The OFREP routes, at the root and per namespace.
 pub(crate) fn routes(catalog: Arc<DialCatalog>) -> Router {
-    // Each mount is nested with its own fallback, so that a mistyped path
-    // (a base URL with a stray segment, another protocol version) gets a
-    // JSON error naming the endpoints, and other paths stay untouched.
-    let at_root = Router::new()
-        .route(
-            "/v1/evaluate/flags/{key}",
-            post(evaluate_at_root).fallback(wrong_method),
-        )
-        .route(
-            "/v1/evaluate/flags",
-            post(bulk_at_root).fallback(wrong_method),
-        )
-        .route(
-            "/v1/configuration",
-            get(configuration).fallback(wrong_method),
-        )
-        .fallback(unknown_path);
-    let in_namespace = Router::new()
-        .route(
-            "/v1/evaluate/flags/{key}",
-            post(evaluate_in_namespace).fallback(wrong_method),
-        )
-        .route(
-            "/v1/evaluate/flags",
-            post(bulk_in_namespace).fallback(wrong_method),
-        )
-        .route(
-            "/v1/configuration",
-            get(configuration).fallback(wrong_method),
-        )
-        .fallback(unknown_path);
     Router::new()
-        .nest("/ofrep", at_root)
-        .nest("/namespaces/{namespace}/ofrep", in_namespace)
+        .nest("/ofrep", mount(post(evaluate_at_root), post(bulk_at_root)))
+        .nest(
+            "/namespaces/{namespace}/ofrep",
+            mount(post(evaluate_in_namespace), post(bulk_in_namespace)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(catalog)
 }
 
+/// One OFREP mount: the same endpoints at the root and per namespace, only
+/// the evaluation handlers differ. Each mount has its own fallback, so that a
+/// mistyped path (a base URL with a stray segment, another protocol version)
+/// gets a JSON error naming the endpoints, and other paths stay untouched.
+fn mount(
+    evaluate: MethodRouter<Arc<DialCatalog>>,
+    bulk: MethodRouter<Arc<DialCatalog>>,
+) -> Router<Arc<DialCatalog>> {
+    Router::new()
+        .route("/v1/evaluate/flags/{key}", evaluate.fallback(wrong_method))
+        .route("/v1/evaluate/flags", bulk.fallback(wrong_method))
+        .route(
+            "/v1/configuration",
+            get(configuration).fallback(wrong_method),
+        )
+        .fallback(unknown_path)
+}
 /// OpenFeature error codes used on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ErrorCode {
