@@ -46,6 +46,7 @@ spec:
 }
 
 async fn run() -> BenchResult<()> {
+    let http = weblab_operator::outbound::client(Duration::from_secs(30))?;
     let plane = testenv::ControlPlane::start(testenv::Options::default()).await?;
     plane
         .install_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
@@ -74,7 +75,8 @@ async fn run() -> BenchResult<()> {
         .kill_on_drop(true)
         .spawn()?;
     wait_until(Duration::from_secs(60), || async {
-        reqwest::get(format!("{base}/readyz"))
+        http.get(format!("{base}/readyz"))
+            .send()
             .await
             .is_ok_and(|r| r.status().is_success())
     })
@@ -110,7 +112,9 @@ async fn run() -> BenchResult<()> {
     })
     .await?;
     let settled = started.elapsed();
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
         .await?
         .text()
         .await?;

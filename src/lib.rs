@@ -11,6 +11,7 @@ pub mod controllers;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod outbound;
 pub mod server;
 
 /// Every failure below `main`, one variant per source.
@@ -49,6 +50,10 @@ pub enum Error {
     #[error("cannot render CRDs as YAML: {0}")]
     Yaml(#[source] serde_saphyr::SerializeError),
 
+    /// An outbound HTTP client could not be built (TLS set-up).
+    #[error("cannot build an HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+
     /// This replica lost the leader lease and must stop writing.
     #[error("lost the leader lease {lease}; another replica took over")]
     LeaseLost {
@@ -67,6 +72,7 @@ impl Error {
             Error::Server { .. } => "ServerError",
             Error::Metrics(_) => "MetricsError",
             Error::Yaml(_) => "YamlError",
+            Error::HttpClient(_) => "HttpClientError",
             Error::LeaseLost { .. } => "LeaseLost",
         }
     }

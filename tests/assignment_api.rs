@@ -168,7 +168,11 @@ fn expected(
 /// GET the treatment of one unit: the status and the JSON body.
 async fn treatment(base: &str, namespace: &str, name: &str, query: &str) -> (u16, Value) {
     let url = format!("{base}/v1/weblabs/{namespace}/{name}/treatment?{query}");
-    let response = reqwest::get(&url).await.expect("the operator answers");
+    let response = support::http()
+        .get(&url)
+        .send()
+        .await
+        .expect("the operator answers");
     let status = response.status().as_u16();
     let text = response.text().await.expect("a body");
     let body = serde_json::from_str(&text)
@@ -178,7 +182,7 @@ async fn treatment(base: &str, namespace: &str, name: &str, query: &str) -> (u16
 
 /// POST `body` (with `content_type`) to `path`: the status and the body text.
 async fn post(base: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
-    let response = reqwest::Client::new()
+    let response = support::http()
         .post(format!("{base}{path}"))
         .header("content-type", content_type)
         .body(body)

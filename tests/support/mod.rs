@@ -127,7 +127,11 @@ impl Operator {
 
     /// GET `path`: the status and body, or `None` when nothing answers.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
+        let response = http()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
     }
@@ -205,4 +209,9 @@ pub async fn apply_yaml(plane: &ControlPlane, namespace: &str, yaml: &str) {
         "kubectl apply failed: {}\n{yaml}",
         describe(&output)
     );
+}
+
+/// An HTTP client for talking to the operator and the test's own servers.
+pub fn http() -> reqwest::Client {
+    weblab_operator::outbound::client(std::time::Duration::from_secs(30)).expect("an HTTP client")
 }
