@@ -10,7 +10,7 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
-use weblab_operator::{api, leader::LeaseSettings, operator};
+use weblab_operator::{api, leader::LeaseSettings, operator, server::alertmanager::TokenSecret};
 
 /// Weblab dials, alarm-driven rollbacks, merge-train pauses and change
 /// windows as Kubernetes resources.
@@ -34,7 +34,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers and the HTTP server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as multi-document YAML.
     Crd,
 }
@@ -73,6 +73,26 @@ struct RunArgs {
     /// This replica's identity in the election; default: the host name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+
+    /// The Secret holding the Alertmanager webhook's bearer token, as
+    /// <namespace>/<name>; without it every notification is refused.
+    #[arg(long, env = "WEBLAB_WEBHOOK_TOKEN_SECRET", value_parser = parse_secret_name)]
+    webhook_token_secret: Option<(String, String)>,
+
+    /// The key of the webhook token in that Secret.
+    #[arg(long, env = "WEBLAB_WEBHOOK_TOKEN_KEY", default_value = "token")]
+    webhook_token_key: String,
+}
+
+fn parse_secret_name(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not <namespace>/<name>")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,7 +104,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("cannot start the async runtime")
-            .and_then(|runtime| runtime.block_on(run(args))),
+            .and_then(|runtime| runtime.block_on(run(*args))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +153,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces,
         identity,
         leader_election,
+        webhook_token: args
+            .webhook_token_secret
+            .map(|(namespace, name)| TokenSecret {
+                namespace,
+                name,
+                key: args.webhook_token_key,
+            }),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

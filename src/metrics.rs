@@ -27,6 +27,12 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     /// Dials in the watched namespaces, by phase.
     pub dials: IntGaugeVec,
+    /// Alarms in the watched namespaces, by state.
+    pub alarms: IntGaugeVec,
+    /// Prometheus evaluations, by how the datapoint counted.
+    pub alarm_evaluations: IntCounterVec,
+    /// Alertmanager webhook requests, by result.
+    pub webhook_requests: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -103,6 +109,27 @@ impl Metrics {
                 &registry,
                 IntGaugeVec::new(Opts::new("dials", "Weblab dials by phase"), &["phase"])
                     .map_err(Error::Metrics)?,
+            )?,
+            alarms: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("alarms", "Alarms by state"), &["state"])
+                    .map_err(Error::Metrics)?,
+            )?,
+            alarm_evaluations: register(
+                &registry,
+                counter(
+                    "alarm_evaluations_total",
+                    "Prometheus alarm evaluations, by how the datapoint counted (breaching, ok, no_data, error)",
+                    &["result"],
+                )?,
+            )?,
+            webhook_requests: register(
+                &registry,
+                counter(
+                    "webhook_requests_total",
+                    "Alertmanager webhook requests, by result",
+                    &["result"],
+                )?,
             )?,
             registry,
         })

@@ -20,10 +20,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result, api,
-    controllers::{Context, on_leadership, weblab_dial},
+    controllers::{
+        Context,
+        alarm::{self, AlarmContext},
+        on_leadership, weblab_dial,
+    },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
-    server::{self, ServerState},
+    server::{
+        self, ServerState,
+        alertmanager::{TokenSecret, WebhookToken},
+    },
 };
 
 /// How `run` is configured.
@@ -38,6 +45,9 @@ pub struct Settings {
     /// Leader election, or `None` to run the controllers unconditionally
     /// (one replica, or local development).
     pub leader_election: Option<LeaseSettings>,
+    /// The Secret holding the Alertmanager webhook's bearer token; `None`
+    /// refuses every notification.
+    pub webhook_token: Option<TokenSecret>,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -63,7 +73,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             .map(|ns| Some(ns.as_str()))
             .collect()
     };
+    let alarm_cx = Arc::new(AlarmContext::new(ctx.clone())?);
     let mut dials = Vec::new();
+    let mut alarms = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
         let (store, controller) = weblab_dial::controller(
@@ -74,11 +86,29 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         );
         dials.push(store);
         controllers.push(controller);
+        let (store, controller) = alarm::controller(
+            alarm_cx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        alarms.push(store);
+        controllers.push(controller);
+    }
+    let webhook_token = WebhookToken::default();
+    if let Some(secret) = settings.webhook_token.clone() {
+        tokio::spawn(
+            webhook_token
+                .clone()
+                .follow(client.clone(), secret, shutdown.clone()),
+        );
     }
     let state = ServerState {
-        metrics: metrics.clone(),
+        ctx: ctx.clone(),
         ready: ready.clone(),
         dials: dials.clone(),
+        alarms: alarms.clone(),
+        webhook_token,
     };
     let server = tokio::spawn(server::serve(settings.listen, state, shutdown.clone()).await?);
 
@@ -88,6 +118,12 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         }
         let running: Vec<_> = controllers.into_iter().map(tokio::spawn).collect();
         for store in &dials {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                synced = wait_until_synced(store) => if !synced { return Ok(()) },
+            }
+        }
+        for store in &alarms {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 synced = wait_until_synced(store) => if !synced { return Ok(()) },

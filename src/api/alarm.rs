@@ -319,6 +319,9 @@ pub struct Datapoint {
 pub struct ObservedAlert {
     /// Alertmanager's fingerprint of the alert.
     pub fingerprint: String,
+    /// Its `alertname` label, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertname: Option<String>,
     /// When it started firing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<Time>,

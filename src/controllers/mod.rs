@@ -5,6 +5,7 @@
 //! serves from the same informer caches; only the leader writes. Gaining
 //! leadership reconciles everything at once.
 
+pub mod alarm;
 pub mod weblab_dial;
 
 use std::{fmt::Debug, time::Duration};
@@ -12,7 +13,7 @@ use std::{fmt::Debug, time::Duration};
 use futures::Stream;
 use tokio::sync::watch;
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -23,7 +24,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Error, Result, metrics::Metrics};
+use crate::{Error, Result, api::common::SecretKeyRef, metrics::Metrics};
 
 /// How long a failed reconciliation waits before it is tried again.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
@@ -125,6 +126,47 @@ impl Context {
             .inc();
         written
     }
+}
+
+/// Reads one key of a Secret in `namespace` with a `get` by name (the
+/// operator never lists Secrets). The error says what to fix.
+pub async fn read_secret_key(
+    client: &Client,
+    namespace: &str,
+    key: &SecretKeyRef,
+) -> Result<String, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(&key.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(format!("Secret {namespace}/{} not found", key.name)),
+        Err(error) => {
+            return Err(format!(
+                "cannot read Secret {namespace}/{}: {error}",
+                key.name
+            ));
+        }
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&key.key))
+        .map(|value| value.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(&key.key))
+                .map(|value| value.clone().into_bytes())
+        })
+        .ok_or_else(|| format!("Secret {namespace}/{} has no key {:?}", key.name, key.key))?;
+    String::from_utf8(bytes)
+        .map(|text| text.trim().to_owned())
+        .map_err(|_| {
+            format!(
+                "key {:?} of Secret {namespace}/{} is not UTF-8 text",
+                key.key, key.name
+            )
+        })
 }
 
 /// Fires each time this replica becomes the leader, so that a new leader

@@ -1,7 +1,9 @@
-//! The operator's HTTP surface: health, readiness and metrics, and the
+//! The operator's HTTP surface: health, readiness and metrics, the
 //! treatment-assignment APIs (native JSON in [`assignments`], OFREP in
-//! [`ofrep`]) served from the informer caches on every replica.
+//! [`ofrep`]) served from the informer caches, and the Alertmanager webhook
+//! ([`alertmanager`]), all on every replica.
 
+pub mod alertmanager;
 mod assignments;
 mod dials;
 mod ofrep;
@@ -29,17 +31,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
-    api::{WeblabDial, weblab_dial::DialPhase},
-    metrics::Metrics,
+    api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase},
+    controllers::Context,
 };
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ServerState {
-    /// The operator's metrics.
-    pub metrics: Metrics,
+    /// The shared context: client, metrics, events.
+    pub ctx: Arc<Context>,
     /// The dial caches, one per watched scope (a namespace, or all).
     pub dials: Vec<Store<WeblabDial>>,
+    /// The alarm caches, one per watched scope.
+    pub alarms: Vec<Store<Alarm>>,
+    /// The Alertmanager webhook's bearer token.
+    pub webhook_token: alertmanager::WebhookToken,
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
@@ -52,6 +58,12 @@ pub fn router(state: ServerState) -> Router {
         state.dials.clone(),
         state.ready.clone(),
     ));
+    let receiver = alertmanager::Receiver {
+        ctx: state.ctx.clone(),
+        alarms: state.alarms.clone(),
+        token: state.webhook_token.clone(),
+        ready: state.ready.clone(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -59,6 +71,7 @@ pub fn router(state: ServerState) -> Router {
         .with_state(state)
         .merge(assignments::routes(catalog.clone()))
         .merge(ofrep::routes(catalog))
+        .merge(alertmanager::routes(receiver))
 }
 
 /// Binds `address` now, so that a port already in use fails the start, and
@@ -104,7 +117,8 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 
 async fn metrics(State(state): State<ServerState>) -> Response {
     count_dials_by_phase(&state);
-    match state.metrics.render() {
+    count_alarms_by_state(&state);
+    match state.ctx.metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -136,6 +150,40 @@ fn count_dials_by_phase(state: &ServerState) {
         *counts.entry(phase).or_default() += 1;
     }
     for (phase, count) in counts {
-        state.metrics.dials.with_label_values(&[&phase]).set(count);
+        state
+            .ctx
+            .metrics
+            .dials
+            .with_label_values(&[&phase])
+            .set(count);
+    }
+}
+
+/// Sets `weblab_alarms{state}` from the caches; an alarm never evaluated
+/// counts as `INSUFFICIENT_DATA`, as dials read it.
+fn count_alarms_by_state(state: &ServerState) {
+    let states = [
+        AlarmState::Ok,
+        AlarmState::Alarm,
+        AlarmState::InsufficientData,
+    ];
+    let mut counts = [0i64; 3];
+    for alarm in state.alarms.iter().flat_map(Store::state) {
+        let current = alarm
+            .status
+            .as_ref()
+            .and_then(|status| status.state)
+            .unwrap_or(AlarmState::InsufficientData);
+        if let Some(index) = states.iter().position(|s| *s == current) {
+            counts[index] += 1;
+        }
+    }
+    for (state_name, count) in states.iter().zip(counts) {
+        state
+            .ctx
+            .metrics
+            .alarms
+            .with_label_values(&[&state_name.to_string()])
+            .set(count);
     }
 }

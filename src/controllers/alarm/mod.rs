@@ -1,0 +1,375 @@
+//! The `Alarm` controller. Prometheus alarms are pulled: the leader queries
+//! each at its interval and adds a datapoint ([`evaluate`]). Alertmanager
+//! alarms are pushed: every replica's webhook records the alerts it
+//! receives ([`receive`]), and the leader marks alerts that stopped being
+//! re-sent as stale. Dials see the state through their own watch on alarms.
+
+pub mod alertmanager;
+pub mod evaluate;
+pub mod prometheus;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, reflector::Store, watcher},
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error, Result,
+    api::{
+        Alarm,
+        alarm::{AlarmState, AlarmStatus, AlertmanagerSource, PrometheusSource},
+        conditions::{self, DesiredCondition},
+    },
+    controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
+    outbound,
+};
+
+use alertmanager::{Alert, Matchers};
+use evaluate::Sample;
+
+/// The field manager of alarm status writes (controller and webhook alike).
+pub const MANAGER: &str = "weblab-operator/alarm";
+const CONTROLLER: &str = "alarm";
+const KIND: &str = "Alarm";
+/// How often a webhook write is retried after a conflict.
+const WRITE_ATTEMPTS: usize = 5;
+/// The longest any single Prometheus query may take, whatever an alarm asks.
+const HTTP_CEILING: Duration = Duration::from_secs(120);
+
+/// What an alarm reconciliation needs.
+pub struct AlarmContext {
+    /// Shared context.
+    pub ctx: Arc<Context>,
+    http: reqwest::Client,
+    /// When this replica last queried each Prometheus alarm (by uid), for
+    /// which generation: a reconcile triggered by our own status write does
+    /// not query again before the interval.
+    queried: Mutex<HashMap<String, (i64, Instant)>>,
+}
+
+impl AlarmContext {
+    /// A context with its own HTTP client for Prometheus.
+    pub fn new(ctx: Arc<Context>) -> Result<Self> {
+        Ok(AlarmContext {
+            ctx,
+            http: outbound::client(HTTP_CEILING)?,
+            queried: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// How long until the alarm is due, or `None` when it is due now.
+    fn not_due(&self, alarm: &Alarm, source: &PrometheusSource) -> Option<Duration> {
+        let interval = source.interval.get();
+        let generation = alarm.meta().generation.unwrap_or_default();
+        let remembered = self
+            .queried
+            .lock()
+            .ok()
+            .and_then(|queried| queried.get(&alarm.uid().unwrap_or_default()).copied());
+        let elapsed = match remembered {
+            Some((seen, at)) if seen == generation => at.elapsed(),
+            // A new leader, or a new spec: go by the last recorded datapoint
+            // of this generation, so a failover does not query twice.
+            _ => {
+                let status = alarm.status.as_ref()?;
+                if status.observed_generation != Some(generation) {
+                    return None;
+                }
+                let last = status.datapoints.last()?;
+                Timestamp::now()
+                    .duration_since(last.at.0)
+                    .try_into()
+                    .unwrap_or(Duration::ZERO)
+            }
+        };
+        interval.checked_sub(elapsed).filter(|left| !left.is_zero())
+    }
+
+    fn remember(&self, alarm: &Alarm) {
+        if let Ok(mut queried) = self.queried.lock() {
+            queried.insert(
+                alarm.uid().unwrap_or_default(),
+                (alarm.meta().generation.unwrap_or_default(), Instant::now()),
+            );
+        }
+    }
+}
+
+/// Reconciles one alarm (leader only).
+#[tracing::instrument(skip_all, fields(alarm = %alarm.name_any(), namespace = alarm.namespace()))]
+pub async fn reconcile(alarm: Arc<Alarm>, cx: Arc<AlarmContext>) -> Result<Action> {
+    let ctx = &cx.ctx;
+    if !ctx.is_leader() {
+        return Ok(Action::await_change());
+    }
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    match (&alarm.spec.prometheus, &alarm.spec.alertmanager) {
+        (Some(source), _) => pull(&alarm, source, &cx).await,
+        (None, Some(source)) => review_alerts(&alarm, source, ctx).await,
+        // The API server rejects an alarm without a source.
+        (None, None) => Ok(Action::await_change()),
+    }
+}
+
+/// Queries Prometheus when the alarm is due and records the datapoint.
+async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Result<Action> {
+    if let Some(wait) = cx.not_due(alarm, source) {
+        return Ok(Action::requeue(wait));
+    }
+    cx.remember(alarm);
+    let ctx = &cx.ctx;
+    let namespace = alarm.namespace().unwrap_or_default();
+    let sample = match &source.bearer_token_secret_ref {
+        None => {
+            prometheus::query(
+                &cx.http,
+                &source.url,
+                &source.query,
+                source.timeout.get(),
+                None,
+            )
+            .await
+        }
+        Some(key) => match read_secret_key(&ctx.client, &namespace, key).await {
+            Ok(token) => {
+                prometheus::query(
+                    &cx.http,
+                    &source.url,
+                    &source.query,
+                    source.timeout.get(),
+                    Some(&token),
+                )
+                .await
+            }
+            Err(message) => Sample::Failed(message),
+        },
+    };
+
+    let generation = alarm.meta().generation.unwrap_or_default();
+    let status = alarm.status.clone().unwrap_or_default();
+    // Datapoints of an earlier spec (another query or threshold) do not count.
+    let previous = if status.observed_generation == Some(generation) {
+        status.clone()
+    } else {
+        AlarmStatus {
+            state: status.state,
+            ..AlarmStatus::default()
+        }
+    };
+    let now = Time(Timestamp::now());
+    let evaluation = evaluate::evaluate(source, &previous, sample, now.clone());
+    ctx.metrics
+        .alarm_evaluations
+        .with_label_values(&[evaluation.outcome.as_str()])
+        .inc();
+    let desired = match &evaluation.source_error {
+        None => vec![
+            DesiredCondition::new(
+                conditions::READY,
+                true,
+                "Evaluated",
+                format!("queried every {}", source.interval),
+            ),
+            DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
+        ],
+        Some(error) => vec![
+            DesiredCondition::new(conditions::READY, false, "SourceUnavailable", error.clone()),
+            DesiredCondition::new(
+                conditions::DEGRADED,
+                true,
+                "SourceUnavailable",
+                error.clone(),
+            ),
+        ],
+    };
+    let next = AlarmStatus {
+        observed_generation: Some(generation),
+        state: Some(evaluation.state),
+        value: evaluation.value,
+        reason: Some(evaluation.reason),
+        last_transition_time: if status.state == Some(evaluation.state) {
+            status.last_transition_time.clone()
+        } else {
+            Some(now.clone())
+        },
+        datapoints: evaluation.datapoints,
+        alerts: Vec::new(),
+        conditions: conditions::merge(&status.conditions, &desired, Some(generation), &now),
+    };
+    let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.apply_status(&api, alarm, MANAGER, &next).await?;
+
+    let reference = alarm.object_ref(&());
+    let mut notes: Vec<Note> = transition(alarm, &status, &next).into_iter().collect();
+    let newly_degraded = |s: &AlarmStatus| conditions::is_true(&s.conditions, conditions::DEGRADED);
+    if let Some(error) = &evaluation.source_error
+        && !newly_degraded(&status)
+    {
+        notes.push(Note::warning(
+            "SourceUnavailable",
+            format!("cannot query Prometheus at {}: {error}", source.url),
+        ));
+    }
+    for note in &notes {
+        ctx.publish(&reference, KIND, note).await;
+    }
+    Ok(Action::requeue(source.interval.get()))
+}
+
+/// Marks recorded alerts stale when Alertmanager stopped re-sending them,
+/// and reports matchers that do not compile.
+async fn review_alerts(
+    alarm: &Alarm,
+    source: &AlertmanagerSource,
+    ctx: &Context,
+) -> Result<Action> {
+    let generation = alarm.meta().generation.unwrap_or_default();
+    let status = alarm.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let (mut next, assessment) = alertmanager::status_with(
+        &status,
+        status.alerts.clone(),
+        source.stale_after.get(),
+        &now,
+    );
+    next.observed_generation = Some(generation);
+    next.datapoints = Vec::new();
+    let matchers = Matchers::compile(&source.matchers);
+    let desired = match &matchers {
+        Ok(_) => vec![
+            DesiredCondition::new(
+                conditions::READY,
+                true,
+                "Listening",
+                "receives Alertmanager notifications at /v1/webhooks/alertmanager",
+            ),
+            DesiredCondition::new(conditions::STALLED, false, "Listening", ""),
+        ],
+        Err(error) => vec![
+            DesiredCondition::new(conditions::READY, false, "InvalidMatcher", error.clone()),
+            DesiredCondition::new(conditions::STALLED, true, "InvalidMatcher", error.clone()),
+        ],
+    };
+    next.conditions = conditions::merge(&status.conditions, &desired, Some(generation), &now);
+    if next != status {
+        let api: Api<Alarm> =
+            Api::namespaced(ctx.client.clone(), &alarm.namespace().unwrap_or_default());
+        ctx.apply_status(&api, alarm, MANAGER, &next).await?;
+        let reference = alarm.object_ref(&());
+        if let Some(note) = transition(alarm, &status, &next) {
+            ctx.publish(&reference, KIND, &note).await;
+        }
+        if let Err(error) = &matchers
+            && !conditions::is_true(&status.conditions, conditions::STALLED)
+        {
+            let note = Note::warning(
+                "InvalidMatcher",
+                format!("{error}; fix spec.alertmanager.matchers"),
+            );
+            ctx.publish(&reference, KIND, &note).await;
+        }
+    }
+    Ok(assessment
+        .stale_in
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The event for a change of state, if the state changed.
+fn transition(alarm: &Alarm, before: &AlarmStatus, after: &AlarmStatus) -> Option<Note> {
+    let state = after.state?;
+    if before.state == Some(state) {
+        return None;
+    }
+    let message = format!(
+        "{} ({}) is {state}: {}",
+        alarm.name_any(),
+        alarm.spec.severity,
+        after.reason.as_deref().unwrap_or_default()
+    );
+    Some(match state {
+        AlarmState::Alarm => Note::warning("AlarmFiring", message),
+        AlarmState::InsufficientData => Note::warning("InsufficientData", message),
+        AlarmState::Ok => Note::normal("AlarmCleared", message),
+    })
+}
+
+/// Records the alerts of one notification that match `alarm` (already
+/// selected by the caller), on any replica: the state comes from the
+/// notification, not from a cache, so followers may write it. A conflict
+/// re-reads the alarm and tries again.
+pub async fn receive(ctx: &Context, alarm: &Alarm, matching: &[&Alert]) -> Result<()> {
+    let Some(source) = &alarm.spec.alertmanager else {
+        return Ok(());
+    };
+    let namespace = alarm.namespace().unwrap_or_default();
+    let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut current = alarm.clone();
+    for attempt in 1..=WRITE_ATTEMPTS {
+        let status = current.status.clone().unwrap_or_default();
+        let now = Time(Timestamp::now());
+        let alerts = alertmanager::record(&status.alerts, matching, &now);
+        let (next, _) = alertmanager::status_with(&status, alerts, source.stale_after.get(), &now);
+        if next == status {
+            return Ok(());
+        }
+        match ctx.apply_status(&api, &current, MANAGER, &next).await {
+            Ok(_) => {
+                if let Some(note) = transition(&current, &status, &next) {
+                    ctx.publish(&current.object_ref(&()), KIND, &note).await;
+                }
+                return Ok(());
+            }
+            Err(error) if error.reason() == "Conflict" && attempt < WRITE_ATTEMPTS => {
+                current = api
+                    .get_status(&current.name_any())
+                    .await
+                    .map_err(Error::Kube)?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Builds the alarm controller for one scope: returns the alarm cache (the
+/// webhook matches against it) and the future that runs the controller.
+pub fn controller(
+    cx: Arc<AlarmContext>,
+    namespace: Option<&str>,
+    reconcile_all: impl Stream<Item = ()> + Send + 'static,
+    shutdown: CancellationToken,
+) -> (Store<Alarm>, BoxFuture<'static, ()>) {
+    let api = scoped::<Alarm>(&cx.ctx.client, namespace);
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let alarms = controller.store();
+    let run = controller
+        .reconcile_all_on(reconcile_all)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            reconcile,
+            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            cx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .boxed();
+    (alarms, run)
+}

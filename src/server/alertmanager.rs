@@ -1,0 +1,362 @@
+//! The Alertmanager webhook receiver: `POST /v1/webhooks/alertmanager`.
+//!
+//! Every replica receives: the alerts a notification carries are the state,
+//! so a follower records them as well as the leader would. A request must
+//! carry `Authorization: Bearer <token>`, the token kept in a Secret
+//! (`--webhook-token-secret`); anything else is refused before the body is
+//! read. Only alarms whose matchers select an alert of the notification are
+//! touched.
+
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+    routing::post,
+};
+use futures::{StreamExt, future::join_all};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    runtime::{WatchStreamExt, reflector::Store, watcher},
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::request::{BodyError, read_body, to_json_response};
+use crate::{
+    api::Alarm,
+    controllers::{
+        Context,
+        alarm::{
+            self,
+            alertmanager::{Alert, Matchers, Notification},
+        },
+    },
+};
+
+/// The receiver's path.
+pub const PATH: &str = "/v1/webhooks/alertmanager";
+/// Largest notification accepted (Alertmanager's `max_alerts` keeps real
+/// ones far below this).
+const MAX_NOTIFICATION_BYTES: usize = 1 << 20;
+
+/// Where the webhook's bearer token is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSecret {
+    /// The Secret's namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub name: String,
+    /// The key holding the token.
+    pub key: String,
+}
+
+/// The current webhook token, kept up to date from its Secret; `None` while
+/// the Secret is missing (every request is then refused).
+#[derive(Clone, Default)]
+pub struct WebhookToken(Arc<RwLock<Option<Arc<[u8]>>>>);
+
+impl WebhookToken {
+    fn set(&self, token: Option<Arc<[u8]>>) {
+        if let Ok(mut current) = self.0.write() {
+            *current = token;
+        }
+    }
+
+    fn get(&self) -> Option<Arc<[u8]>> {
+        self.0.read().ok().and_then(|current| current.clone())
+    }
+
+    /// Follows the Secret (a watch on that one name) until `shutdown`, so
+    /// that a rotated token takes effect without a restart.
+    pub async fn follow(
+        self,
+        client: kube::Client,
+        secret: TokenSecret,
+        shutdown: CancellationToken,
+    ) {
+        let api: Api<Secret> = Api::namespaced(client, &secret.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.name));
+        let mut events = watcher(api, config).default_backoff().boxed();
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(watcher::Event::Apply(found) | watcher::Event::InitApply(found))) => {
+                    let token = token_of(&found, &secret.key);
+                    if token.is_none() {
+                        tracing::warn!(
+                            secret = %found.name_any(),
+                            key = %secret.key,
+                            "the webhook token Secret has no such key (or it is empty): refusing every notification"
+                        );
+                    }
+                    self.set(token);
+                }
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    tracing::warn!(secret = %secret.name, "the webhook token Secret was deleted: refusing every notification");
+                    self.set(None);
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+                Some(Err(error)) => tracing::warn!(%error, "cannot watch the webhook token Secret"),
+                None => return,
+            }
+        }
+    }
+}
+
+fn token_of(secret: &Secret, key: &str) -> Option<Arc<[u8]>> {
+    let bytes = secret.data.as_ref()?.get(key)?.0.as_slice();
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    (!text.is_empty()).then(|| Arc::from(text.as_bytes()))
+}
+
+/// What the receiver needs.
+#[derive(Clone)]
+pub struct Receiver {
+    /// Shared context (client, metrics, events).
+    pub ctx: Arc<Context>,
+    /// The alarm caches, one per watched scope.
+    pub alarms: Vec<Store<Alarm>>,
+    /// The expected bearer token.
+    pub token: WebhookToken,
+    /// Whether the caches have synced.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The receiver's route.
+pub(crate) fn routes(receiver: Receiver) -> Router {
+    Router::new()
+        .route(PATH, post(notify))
+        .layer(DefaultBodyLimit::max(MAX_NOTIFICATION_BYTES))
+        .with_state(receiver)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    alerts: usize,
+    alarms: usize,
+}
+
+#[derive(Serialize)]
+struct Refusal<'a> {
+    error: &'a str,
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let mut response = to_json_response(status, &Refusal { error: message });
+    let headers = response.headers_mut();
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::INTERNAL_SERVER_ERROR => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    response
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|given| same_secret(given, token))
+}
+
+async fn notify(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (result, response) = handle(&receiver, &headers, body).await;
+    receiver
+        .ctx
+        .metrics
+        .webhook_requests
+        .with_label_values(&[result])
+        .inc();
+    response
+}
+
+/// The result label for the metric, and the response.
+async fn handle(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> (&'static str, Response) {
+    let Some(token) = receiver.token.get() else {
+        return (
+            "unconfigured",
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook token is not available: start the operator with --webhook-token-secret and check that the Secret and key exist",
+            ),
+        );
+    };
+    if !authorized(headers, &token) {
+        return (
+            "unauthorized",
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: set http_config.authorization in the Alertmanager receiver",
+            ),
+        );
+    }
+    let body = match read_body(body) {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return (
+                "too_large",
+                refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the notification is larger than 1 MiB: set max_alerts in the Alertmanager receiver",
+                ),
+            );
+        }
+        Err(error) => return ("malformed", refuse(error.status(), &error.to_string())),
+    };
+    let notification: Notification = match serde_json::from_slice(&body) {
+        Ok(notification) => notification,
+        Err(error) => {
+            return (
+                "malformed",
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not an Alertmanager webhook notification: {error}"),
+                ),
+            );
+        }
+    };
+    if let Err(error) = notification.validate() {
+        return (
+            "malformed",
+            refuse(StatusCode::UNPROCESSABLE_ENTITY, &error),
+        );
+    }
+    if !receiver.ready.load(Ordering::Acquire) {
+        return (
+            "unavailable",
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the operator's caches are not synced yet; Alertmanager will retry",
+            ),
+        );
+    }
+
+    let mut writes = Vec::new();
+    for alarm in receiver.alarms.iter().flat_map(Store::state) {
+        let Some(source) = &alarm.spec.alertmanager else {
+            continue;
+        };
+        // An alarm whose matchers do not compile is reported by its own
+        // reconciliation; it matches nothing here.
+        let Ok(matchers) = Matchers::compile(&source.matchers) else {
+            continue;
+        };
+        let matching: Vec<&Alert> = notification
+            .alerts
+            .iter()
+            .filter(|alert| matchers.matches(&alert.labels))
+            .collect();
+        if !matching.is_empty() {
+            writes.push(async move {
+                let written = alarm::receive(&receiver.ctx, &alarm, &matching).await;
+                if let Err(error) = &written {
+                    tracing::warn!(%error, alarm = %alarm.name_any(), "cannot record alerts");
+                }
+                written.is_ok()
+            });
+        }
+    }
+    let alarms = writes.len();
+    let recorded = join_all(writes).await;
+    if recorded.iter().any(|ok| !ok) {
+        return (
+            "error",
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot record the alerts on every matching alarm; Alertmanager will retry",
+            ),
+        );
+    }
+    (
+        "accepted",
+        to_json_response(
+            StatusCode::OK,
+            &Accepted {
+                alerts: notification.alerts.len(),
+                alarms,
+            },
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_must_match_exactly() {
+        let mut headers = HeaderMap::new();
+        assert!(!authorized(&headers, b"s3cret"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert!(authorized(&headers, b"s3cret"));
+        assert!(!authorized(&headers, b"s3cre"));
+        assert!(!authorized(&headers, b"s3cret!"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic s3cret"),
+        );
+        assert!(!authorized(&headers, b"s3cret"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  s3cret"),
+        );
+        assert!(!authorized(&headers, b"s3cret"));
+    }
+
+    #[test]
+    fn tokens_come_trimmed_from_the_secret_key() {
+        let mut secret = Secret::default();
+        assert!(token_of(&secret, "token").is_none());
+        secret.data = Some(
+            [(
+                "token".to_owned(),
+                k8s_openapi::ByteString(b"abc\n".to_vec()),
+            )]
+            .into(),
+        );
+        assert_eq!(token_of(&secret, "token").as_deref(), Some(&b"abc"[..]));
+        assert!(token_of(&secret, "other").is_none());
+        secret.data = Some([("token".to_owned(), k8s_openapi::ByteString(b" \n".to_vec()))].into());
+        assert!(
+            token_of(&secret, "token").is_none(),
+            "an empty token is no token"
+        );
+    }
+}
