@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Event;
 use kube::{Api, api::ListParams};
 use support::{
-    Operator, apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace,
+    Operator, annotate, apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace,
 };
 use weblab_operator::api::{
     WeblabDial,
@@ -77,22 +77,6 @@ async fn wait_for_phase(
         operator.logs()
     );
     current
-}
-
-async fn annotate(plane: &testenv::ControlPlane, namespace: &str, name: &str, request: &str) {
-    let output = kubectl(
-        plane,
-        &[
-            "annotate",
-            "--overwrite",
-            "-n",
-            namespace,
-            &format!("weblabdial/{name}"),
-            &format!("weblab.dev/action={request}"),
-        ],
-    )
-    .await;
-    assert!(output.status.success(), "{}", support::describe(&output));
 }
 
 /// A namespace of its own, an operator watching it, and the dials' API.

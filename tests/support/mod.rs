@@ -215,3 +215,21 @@ pub async fn apply_yaml(plane: &ControlPlane, namespace: &str, yaml: &str) {
 pub fn http() -> reqwest::Client {
     weblab_operator::outbound::client(std::time::Duration::from_secs(30)).expect("an HTTP client")
 }
+
+/// Asks the operator for a manual action on a dial, as a person would: the
+/// `weblab.dev/action` annotation, set with real kubectl.
+pub async fn annotate(plane: &ControlPlane, namespace: &str, name: &str, request: &str) {
+    let output = kubectl(
+        plane,
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            namespace,
+            &format!("weblabdial/{name}"),
+            &format!("weblab.dev/action={request}"),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+}

@@ -1,0 +1,530 @@
+//! Alarms end to end: the real operator process, alarms and dials applied
+//! with real kubectl, notifications in Alertmanager's webhook format posted
+//! to the operator (as Alertmanager does, see `tests/monitoring.rs` for the
+//! scenarios through real Prometheus and Alertmanager), outcomes read from
+//! status, events and the assignment API.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Event;
+use kube::{Api, ResourceExt, api::ListParams};
+use serde_json::{Value, json};
+use support::{Operator, annotate, apply_yaml, control_plane, eventually, http};
+use weblab_operator::api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase};
+
+const WAIT: Duration = Duration::from_secs(60);
+const TOKEN: &str = "alertmanager-to-weblab-7c1e";
+const WEBHOOK: &str = "/v1/webhooks/alertmanager";
+
+/// A namespace holding the webhook token Secret, and an operator watching it
+/// that reads the token from there.
+async fn start(prefix: &str) -> (testenv::TestNamespace, Operator) {
+    let plane = control_plane().await;
+    let namespace = plane.namespace(prefix).await.expect("namespace");
+    apply_yaml(
+        plane,
+        namespace.name(),
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: weblab-webhook
+stringData:
+  token: {TOKEN}
+"
+        ),
+    )
+    .await;
+    let secret = format!("{}/weblab-webhook", namespace.name());
+    let operator = Operator::start(
+        plane,
+        &[
+            "--namespace",
+            namespace.name(),
+            "--webhook-token-secret",
+            &secret,
+        ],
+    )
+    .await;
+    (namespace, operator)
+}
+
+fn alertmanager_alarm(name: &str, severity: &str, realm: Option<&str>, alertname: &str) -> String {
+    let realm = realm.map_or(String::new(), |r| format!("  realm: {r}\n"));
+    format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: {name}
+spec:
+  severity: \"{severity}\"
+{realm}  alertmanager:
+    matchers:
+      - name: alertname
+        value: {alertname}
+      - name: env
+        operator: \"=~\"
+        value: prod|production
+---
+"
+    )
+}
+
+fn dial(name: &str, alarms: &[&str]) -> String {
+    let names = alarms.join(", ");
+    format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: {name}
+spec:
+  weblab: {name}
+  treatments: [C, T1]
+  realms: [NA, EU]
+  allocation: {{T1: 100}}
+  rollback:
+    alarms:
+      names: [{names}]
+---
+"
+    )
+}
+
+/// A webhook notification (payload version 4) with `alerts` given as
+/// (alertname, status, fingerprint).
+fn notification(alerts: &[(&str, &str, &str)]) -> Value {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(alertname, status, fingerprint)| {
+            json!({
+                "status": status,
+                "labels": {"alertname": alertname, "env": "prod", "severity": "page"},
+                "annotations": {"summary": "test"},
+                "startsAt": "2026-11-22T01:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.invalid/graph",
+                "fingerprint": fingerprint
+            })
+        })
+        .collect();
+    json!({
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "status": alerts.first().and_then(|a| a["status"].as_str()).unwrap_or("firing"),
+        "receiver": "weblab",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": alerts
+    })
+}
+
+/// POSTs `body` to the webhook with `token` (none: no header): status and body.
+async fn post(operator: &Operator, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    post_with(&http(), operator, token, body).await
+}
+
+/// [`post`] through an existing client (and its connection pool).
+async fn post_with(
+    client: &reqwest::Client,
+    operator: &Operator,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let mut request = client
+        .post(format!("{}{WEBHOOK}", operator.base))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the operator answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+async fn notify(operator: &Operator, alerts: &[(&str, &str, &str)]) {
+    let body = serde_json::to_vec(&notification(alerts)).expect("serializes");
+    let (status, text) = post(operator, Some(TOKEN), body).await;
+    assert_eq!(status, 200, "webhook answered {text}");
+}
+
+async fn alarm_state(api: &Api<Alarm>, name: &str) -> Option<AlarmState> {
+    api.get(name).await.ok()?.status?.state
+}
+
+async fn wait_alarm(api: &Api<Alarm>, name: &str, want: AlarmState, operator: &Operator) {
+    let reached = eventually(WAIT, || async {
+        alarm_state(api, name).await == Some(want)
+    })
+    .await;
+    assert!(
+        reached,
+        "alarm {name} never became {want}; status {:?}\nlog:\n{}",
+        api.get(name).await.ok().and_then(|a| a.status),
+        operator.logs()
+    );
+}
+
+async fn wait_dial(
+    api: &Api<WeblabDial>,
+    name: &str,
+    want: DialPhase,
+    operator: &Operator,
+) -> WeblabDial {
+    let phase = |d: &WeblabDial| d.status.as_ref().and_then(|s| s.phase);
+    let reached = eventually(WAIT, || async {
+        api.get(name).await.ok().as_ref().and_then(phase) == Some(want)
+    })
+    .await;
+    let current = api.get(name).await.expect("the dial exists");
+    assert!(
+        reached,
+        "dial {name} never reached {want:?}; status {:#?}\nlog:\n{}",
+        current.status,
+        operator.logs()
+    );
+    current
+}
+
+/// The treatment the assignment API serves `unit` in `realm`.
+async fn treatment(
+    operator: &Operator,
+    namespace: &str,
+    dial: &str,
+    realm: &str,
+) -> (String, String) {
+    let (status, body) = operator
+        .get(&format!(
+            "/v1/weblabs/{namespace}/{dial}/treatment?unit=customer-42&realm={realm}"
+        ))
+        .await
+        .expect("the operator answers");
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    (
+        body["treatment"].as_str().unwrap_or_default().to_owned(),
+        body["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The state the dial recorded for one attached alarm.
+fn seen(dial: &WeblabDial, alarm: &str) -> Option<AlarmState> {
+    dial.status
+        .as_ref()?
+        .alarms
+        .iter()
+        .find(|a| a.name == alarm)
+        .map(|a| a.state)
+}
+
+#[tokio::test]
+async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retried() {
+    let plane = control_plane().await;
+    let (ns, operator) = start("alarm-webhook").await;
+    let manifests = [
+        alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
+        alertmanager_alarm("latency", "Sev3", None, "HighLatency"),
+        alertmanager_alarm("errors-eu", "Sev2", Some("EU"), "HighErrorRateEU"),
+        dial("checkout", &["errors", "latency"]),
+        dial("search", &["errors-eu"]),
+    ]
+    .concat();
+    apply_yaml(plane, ns.name(), &manifests).await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    // Alertmanager alarms read OK until an alert fires, so the dials dial up.
+    for name in ["errors", "latency", "errors-eu"] {
+        wait_alarm(&alarms, name, AlarmState::Ok, &operator).await;
+    }
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    wait_dial(&dials, "search", DialPhase::Dialed, &operator).await;
+
+    // Sev3 only records: the dial sees it, and keeps serving T1.
+    notify(&operator, &[("HighLatency", "firing", "f-latency")]).await;
+    wait_alarm(&alarms, "latency", AlarmState::Alarm, &operator).await;
+    let recorded = eventually(WAIT, || async {
+        dials
+            .get("checkout")
+            .await
+            .ok()
+            .and_then(|d| seen(&d, "latency"))
+            == Some(AlarmState::Alarm)
+    })
+    .await;
+    assert!(recorded, "the dial never recorded the Sev3 alarm");
+    let checkout = dials.get("checkout").await.expect("dial");
+    assert_eq!(
+        checkout.status.as_ref().and_then(|s| s.phase),
+        Some(DialPhase::Dialed)
+    );
+    assert_eq!(
+        treatment(&operator, ns.name(), "checkout", "NA").await.0,
+        "T1"
+    );
+
+    // An alarm scoped to EU rolls back EU only.
+    notify(&operator, &[("HighErrorRateEU", "firing", "f-eu")]).await;
+    let search = wait_dial(&dials, "search", DialPhase::RolledBack, &operator).await;
+    let realms = &search.status.as_ref().expect("status").realms;
+    let eu = realms.iter().find(|r| r.realm == "EU").expect("EU");
+    let na = realms.iter().find(|r| r.realm == "NA").expect("NA");
+    assert!(
+        eu.rolled_back && eu.allocation.to_string().contains("C:100"),
+        "{eu:?}"
+    );
+    assert!(
+        !na.rolled_back && na.allocation.to_string().contains("T1:100"),
+        "{na:?}"
+    );
+    assert_eq!(
+        treatment(&operator, ns.name(), "search", "EU").await,
+        ("C".to_owned(), "rollback".to_owned())
+    );
+    assert_eq!(
+        treatment(&operator, ns.name(), "search", "NA").await.0,
+        "T1"
+    );
+
+    // Sev2 everywhere rolls back every realm; the record names the alarm.
+    notify(&operator, &[("HighErrorRate", "firing", "f-errors")]).await;
+    let checkout = wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
+    let record = checkout
+        .status
+        .as_ref()
+        .and_then(|s| s.rollback.clone())
+        .expect("a rollback record");
+    assert_eq!(record.alarm.as_deref(), Some("errors"));
+    assert_eq!(record.realms, vec!["NA".to_owned(), "EU".to_owned()]);
+    for realm in ["NA", "EU"] {
+        assert_eq!(
+            treatment(&operator, ns.name(), "checkout", realm).await.0,
+            "C"
+        );
+    }
+    let events: Api<Event> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let warned = eventually(WAIT, || async {
+        events.list(&ListParams::default()).await.is_ok_and(|list| {
+            list.items.iter().any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("RolledBack")
+                    && e.involved_object.name.as_deref() == Some("checkout")
+                    && e.message.as_deref().unwrap_or_default().contains("errors")
+            })
+        })
+    })
+    .await;
+    assert!(warned, "no Warning event names the alarm");
+
+    // Resolved: the alarm clears, the dial stays rolled back...
+    notify(&operator, &[("HighErrorRate", "resolved", "f-errors")]).await;
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let cleared_seen = eventually(WAIT, || async {
+        dials
+            .get("checkout")
+            .await
+            .ok()
+            .and_then(|d| seen(&d, "errors"))
+            == Some(AlarmState::Ok)
+    })
+    .await;
+    assert!(cleared_seen, "the dial never saw the alarm clear");
+    let checkout = dials.get("checkout").await.expect("dial");
+    assert_eq!(
+        checkout.status.as_ref().and_then(|s| s.phase),
+        Some(DialPhase::RolledBack)
+    );
+    assert_eq!(
+        treatment(&operator, ns.name(), "checkout", "NA").await.0,
+        "C"
+    );
+
+    // ...until a person asks for a retry.
+    annotate(plane, ns.name(), "checkout", "retry 1").await;
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    assert_eq!(
+        treatment(&operator, ns.name(), "checkout", "NA").await.0,
+        "T1"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
+    let plane = control_plane().await;
+    let (ns, operator) = start("alarm-retry").await;
+    let manifests = [
+        alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
+        dial("checkout", &["errors"]),
+    ]
+    .concat();
+    apply_yaml(plane, ns.name(), &manifests).await;
+    let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    notify(&operator, &[("HighErrorRate", "firing", "f-1")]).await;
+    wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
+
+    annotate(plane, ns.name(), "checkout", "retry 1").await;
+    let handled = eventually(WAIT, || async {
+        dials
+            .get("checkout")
+            .await
+            .ok()
+            .and_then(|d| d.status?.last_action)
+            .is_some()
+    })
+    .await;
+    assert!(handled, "the retry was never handled:\n{}", operator.logs());
+    let checkout = dials.get("checkout").await.expect("dial");
+    let status = checkout.status.expect("status");
+    assert_eq!(status.phase, Some(DialPhase::RolledBack), "{status:#?}");
+    assert!(
+        status
+            .realms
+            .iter()
+            .all(|r| r.allocation.to_string().contains("C:100"))
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
+    let plane = control_plane().await;
+    let (ns, operator) = start("alarm-flood").await;
+    apply_yaml(
+        plane,
+        ns.name(),
+        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let before = alarms.get("errors").await.expect("alarm");
+
+    let firing = serde_json::to_vec(&notification(&[("HighErrorRate", "firing", "f-1")]))
+        .expect("serializes");
+    let mut old_version = notification(&[("HighErrorRate", "firing", "f-1")]);
+    old_version["version"] = json!("3");
+    let old_version = serde_json::to_vec(&old_version).expect("serializes");
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16)> = vec![
+        ("no token", None, firing.clone(), 401),
+        ("wrong token", Some("guess"), firing.clone(), 401),
+        (
+            "a prefix of the token",
+            Some(&TOKEN[..8]),
+            firing.clone(),
+            401,
+        ),
+        (
+            "not JSON",
+            Some(TOKEN),
+            b"{\"version\": \"4\", ".to_vec(),
+            400,
+        ),
+        (
+            "JSON of another shape",
+            Some(TOKEN),
+            b"[1, 2, 3]".to_vec(),
+            400,
+        ),
+        ("another payload version", Some(TOKEN), old_version, 422),
+        ("2 MiB", Some(TOKEN), vec![b' '; 2 << 20], 413),
+    ];
+    for (what, token, body, want) in cases {
+        let (status, text) = post(&operator, token, body).await;
+        assert_eq!(status, want, "{what}: {text}");
+        let error: Value = serde_json::from_str(&text).expect("a JSON error");
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {text}"
+        );
+    }
+
+    // 10,000 requests, malformed or unauthenticated, 32 at a time.
+    let garbage: Vec<(Option<&str>, Vec<u8>)> = vec![
+        (None, firing.clone()),
+        (Some("wrong"), firing.clone()),
+        (Some(TOKEN), b"\x00\xff\xfe garbage".to_vec()),
+        (
+            Some(TOKEN),
+            b"{\"version\":\"4\",\"status\":\"firing\",\"alerts\":[{\"fingerprint\":\"\"}]}"
+                .to_vec(),
+        ),
+    ];
+    let client = http();
+    let statuses: Vec<u16> = stream::iter(0..10_000)
+        .map(|i| {
+            let (token, body) = garbage[i % garbage.len()].clone();
+            let (client, operator) = (&client, &operator);
+            async move { post_with(client, operator, token, body).await.0 }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| (400..500).contains(s)),
+        "every bad request gets a 4xx: {:?}",
+        statuses
+            .iter()
+            .filter(|s| !(400..500).contains(*s))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let after = alarms.get("errors").await.expect("alarm");
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "the alarm was touched"
+    );
+    assert_eq!(operator.get("/healthz").await.map(|(s, _)| s), Some(200));
+
+    // A notification that matches nothing touches nothing...
+    let body = serde_json::to_vec(&notification(&[("SomethingElse", "firing", "f-2")]))
+        .expect("serializes");
+    let (status, text) = post(&operator, Some(TOKEN), body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"alarms\":0"), "{text}");
+    assert_eq!(
+        alarms
+            .get("errors")
+            .await
+            .expect("alarm")
+            .resource_version(),
+        before.resource_version()
+    );
+    // ...and the real one still works after the flood.
+    notify(&operator, &[("HighErrorRate", "firing", "f-1")]).await;
+    wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weblab_webhook_requests_total{result=\"unauthorized\"}")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_its_secret_the_webhook_refuses_everything() {
+    let plane = control_plane().await;
+    let namespace = plane.namespace("alarm-nosecret").await.expect("namespace");
+    let secret = format!("{}/absent", namespace.name());
+    let operator = Operator::start(
+        plane,
+        &[
+            "--namespace",
+            namespace.name(),
+            "--webhook-token-secret",
+            &secret,
+        ],
+    )
+    .await;
+    let body = serde_json::to_vec(&notification(&[("HighErrorRate", "firing", "f-1")]))
+        .expect("serializes");
+    let (status, text) = post(&operator, Some(TOKEN), body).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("--webhook-token-secret"), "{text}");
+}
