@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Event;
 use kube::{Api, api::ListParams};
 use support::{
-    Operator, annotate, apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace,
+    Operator, annotate, apply_yaml, control_plane, eventually, operator_for_new_namespace,
 };
 use weblab_operator::api::{
     WeblabDial,

@@ -4,6 +4,12 @@
 //!    `Dialed`, and status writes per dial.
 //! 2. Assignment API: `wrk` on loopback against the native endpoint and the
 //!    OFREP endpoint with those 1,000 dials loaded: requests/s, p50, p99.
+//! 3. Alarm to rollback: 100 of the 1,000 dials attached to one alarm; from
+//!    the Alertmanager notification reaching the operator to the assignment
+//!    API serving the rollback treatment, p50 and p99.
+
+mod alarms;
+mod assignment;
 
 use std::{process::Stdio, time::Duration};
 
@@ -18,6 +24,20 @@ use weblab_operator::api::{WeblabDial, weblab_dial::DialPhase};
 const DIALS: usize = 1_000;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// What the sections share: the control plane, a client, and the operator.
+pub struct Bench<'a> {
+    /// The control plane.
+    pub plane: &'a testenv::ControlPlane,
+    /// A client of it.
+    pub client: kube::Client,
+    /// An HTTP client for the operator.
+    pub http: &'a reqwest::Client,
+    /// The operator's base URL.
+    pub base: &'a str,
+    /// The namespace of the 1,000 dials.
+    pub namespace: &'a str,
+}
 
 fn main() -> BenchResult<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -53,6 +73,7 @@ async fn run() -> BenchResult<()> {
         .await?;
     let namespace = plane.namespace("bench").await?;
     let client = plane.client().await?;
+    alarms::create_webhook_secret(&client, namespace.name()).await?;
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.local_addr()?.port()
@@ -68,6 +89,8 @@ async fn run() -> BenchResult<()> {
             &format!("127.0.0.1:{port}"),
             "--namespace",
             namespace.name(),
+            "--webhook-token-secret",
+            &format!("{}/{}", namespace.name(), alarms::TOKEN_SECRET),
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -83,7 +106,7 @@ async fn run() -> BenchResult<()> {
     .await?;
 
     // 1. Reconcile.
-    let api: Api<WeblabDial> = Api::namespaced(client, namespace.name());
+    let api: Api<WeblabDial> = Api::namespaced(client.clone(), namespace.name());
     let started = Instant::now();
     stream::iter(0..DIALS)
         .map(|i| {
@@ -152,41 +175,15 @@ async fn run() -> BenchResult<()> {
         sample.status.and_then(|s| s.summary).unwrap_or_default()
     );
 
-    // 2. Assignment API under load.
-    println!();
-    println!("Assignment API: wrk -t2 -c64 -d10s on loopback, {DIALS} dials, random units");
-    for (label, script) in [("native GET", "native.lua"), ("OFREP POST", "ofrep.lua")] {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk/").to_owned() + script;
-        let output = tokio::process::Command::new("wrk")
-            .args(["-t2", "-c64", "-d10s", "--latency", "-s", &script, &base])
-            .env("BENCH_NAMESPACE", namespace.name())
-            .env("BENCH_DIALS", DIALS.to_string())
-            .output()
-            .await?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let rate = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Requests/sec:"))
-            .map(str::trim)
-            .unwrap_or("?");
-        let percentile = |p: &str| {
-            text.lines()
-                .find(|l| l.trim_start().starts_with(p))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("?")
-                .to_owned()
-        };
-        let errors = text
-            .lines()
-            .find(|l| l.contains("Non-2xx"))
-            .unwrap_or("no non-2xx responses")
-            .trim();
-        println!(
-            "  {label:<11} {rate:>10} req/s   p50 {:>8}   p99 {:>8}   ({errors})",
-            percentile("50%"),
-            percentile("99%")
-        );
-    }
+    assignment::under_load(&base, namespace.name()).await?;
+    alarms::alarm_to_rollback(&Bench {
+        plane: &plane,
+        client,
+        http: &http,
+        base: &base,
+        namespace: namespace.name(),
+    })
+    .await?;
     let _ = operator.kill().await;
     Ok(())
 }
@@ -199,7 +196,7 @@ fn counter(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn wait_until<F, Fut>(within: Duration, mut check: F) -> BenchResult<()>
+pub async fn wait_until<F, Fut>(within: Duration, mut check: F) -> BenchResult<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

@@ -1,0 +1,185 @@
+//! Alarm to rollback. 100 of the 1,000 dials attach one Alertmanager alarm.
+//! Each trial posts a firing notification to the operator's webhook, exactly
+//! as Alertmanager would (the clock starts when it is sent on loopback), and
+//! polls the assignment API for the 100 dials until each serves the rollback
+//! treatment; then resolves the alert, retries the dials and waits until
+//! they are dialed up again.
+
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use weblab_operator::api::{Alarm, WeblabDial, weblab_dial::DialPhase};
+
+use super::{Bench, BenchResult, wait_until};
+
+/// The Secret holding the webhook token.
+pub const TOKEN_SECRET: &str = "weblab-webhook";
+const TOKEN: &str = "bench-token-5d1f";
+const ATTACHED: usize = 100;
+const TRIALS: usize = 5;
+
+/// Creates the webhook token Secret before the operator starts.
+pub async fn create_webhook_secret(client: &kube::Client, namespace: &str) -> BenchResult<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": TOKEN_SECRET},
+        "stringData": {"token": TOKEN}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
+fn notification(status: &str) -> Value {
+    json!({
+        "version": "4", "groupKey": "{}:{alertname=\"BenchErrors\"}", "truncatedAlerts": 0,
+        "status": status, "receiver": "weblab", "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager.invalid",
+        "alerts": [{
+            "status": status, "labels": {"alertname": "BenchErrors"}, "annotations": {},
+            "startsAt": "2026-11-22T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "", "fingerprint": "bench0000000001"
+        }]
+    })
+}
+
+async fn notify(bench: &Bench<'_>, status: &str) -> BenchResult<()> {
+    let response = bench
+        .http
+        .post(format!("{}/v1/webhooks/alertmanager", bench.base))
+        .bearer_auth(TOKEN)
+        .json(&notification(status))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(format!("webhook answered {}", response.status()).into());
+    }
+    Ok(())
+}
+
+/// Whether the assignment API serves dial `index` rolled back.
+async fn serves_rollback(bench: &Bench<'_>, index: usize) -> bool {
+    let url = format!(
+        "{}/v1/weblabs/{}/bench-{index:04}/treatment?unit=customer-77&realm=EU",
+        bench.base, bench.namespace
+    );
+    let Ok(response) = bench.http.get(url).send().await else {
+        return false;
+    };
+    response
+        .json::<Value>()
+        .await
+        .is_ok_and(|body| body["reason"] == "rollback")
+}
+
+async fn count_dialed(dials: &Api<WeblabDial>) -> usize {
+    dials.list(&ListParams::default()).await.map_or(0, |list| {
+        list.items
+            .iter()
+            .take(ATTACHED)
+            .filter(|d| d.status.as_ref().and_then(|s| s.phase) == Some(DialPhase::Dialed))
+            .count()
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs the trials and prints per-dial and whole-group latencies.
+pub async fn alarm_to_rollback(bench: &Bench<'_>) -> BenchResult<()> {
+    let alarms: Api<Alarm> = Api::namespaced(bench.client.clone(), bench.namespace);
+    let alarm: Alarm = serde_json::from_value(json!({
+        "apiVersion": "weblab.dev/v1alpha1", "kind": "Alarm",
+        "metadata": {"name": "bench-errors"},
+        "spec": {"severity": "Sev2", "alertmanager": {"matchers": [
+            {"name": "alertname", "value": "BenchErrors"}]}}
+    }))?;
+    alarms.create(&PostParams::default(), &alarm).await?;
+    // Attach the alarm to the first 100 dials (a spec change, as a person
+    // would make it); they stay dialed up while it is OK.
+    let dials: Api<WeblabDial> = Api::namespaced(bench.client.clone(), bench.namespace);
+    for index in 0..ATTACHED {
+        let patch = json!({"spec": {"rollback": {"alarms": {"names": ["bench-errors"]}}}});
+        dials
+            .patch(
+                &format!("bench-{index:04}"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    wait_until(Duration::from_secs(120), || async {
+        count_dialed(&dials).await == ATTACHED
+    })
+    .await?;
+
+    let mut per_dial = Vec::new();
+    let mut all = Vec::new();
+    for trial in 1..=TRIALS {
+        let started = Instant::now();
+        notify(bench, "firing").await?;
+        let mut pending: Vec<usize> = (0..ATTACHED).collect();
+        while !pending.is_empty() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!("{} dials never rolled back", pending.len()).into());
+            }
+            let served: Vec<(usize, bool)> = stream::iter(pending.clone())
+                .map(|index| async move { (index, serves_rollback(bench, index).await) })
+                .buffer_unordered(32)
+                .collect()
+                .await;
+            let now = started.elapsed().as_secs_f64();
+            for (index, rolled_back) in served {
+                if rolled_back {
+                    per_dial.push(now);
+                    pending.retain(|i| *i != index);
+                }
+            }
+        }
+        all.push(started.elapsed().as_secs_f64());
+
+        notify(bench, "resolved").await?;
+        for index in 0..ATTACHED {
+            let patch = json!({"metadata": {"annotations": {
+                "weblab.dev/action": format!("retry bench-{trial}")}}});
+            dials
+                .patch(
+                    &format!("bench-{index:04}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+        }
+        wait_until(Duration::from_secs(120), || async {
+            count_dialed(&dials).await == ATTACHED
+        })
+        .await?;
+    }
+
+    per_dial.sort_by(f64::total_cmp);
+    all.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "Alarm to rollback: {ATTACHED} of 1,000 dials attached to one Alertmanager alarm, {TRIALS} trials"
+    );
+    println!(
+        "  per dial (notification sent -> assignment API serves rollback)   p50 {:>7.0} ms   p99 {:>7.0} ms",
+        percentile(&per_dial, 50.0) * 1e3,
+        percentile(&per_dial, 99.0) * 1e3
+    );
+    println!(
+        "  all {ATTACHED} dials serving rollback                                  p50 {:>7.0} ms   max {:>7.0} ms",
+        percentile(&all, 50.0) * 1e3,
+        percentile(&all, 100.0) * 1e3
+    );
+    Ok(())
+}
