@@ -33,6 +33,10 @@ pub struct Metrics {
     pub alarm_evaluations: IntCounterVec,
     /// Alertmanager webhook requests, by result.
     pub webhook_requests: IntCounterVec,
+    /// Assignment API requests, by API (`native`, `ofrep`) and status code.
+    pub assignment_requests: IntCounterVec,
+    /// How long assignment API requests take to answer, by API.
+    pub assignment_duration: HistogramVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -130,6 +134,28 @@ impl Metrics {
                     "Alertmanager webhook requests, by result",
                     &["result"],
                 )?,
+            )?,
+            assignment_requests: register(
+                &registry,
+                counter(
+                    "assignment_requests_total",
+                    "Assignment API requests, by API and HTTP status code",
+                    &["api", "code"],
+                )?,
+            )?,
+            assignment_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "assignment_request_duration_seconds",
+                        "Time to answer assignment API requests, from the request's arrival to its response",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+                    ]),
+                    &["api"],
+                )
+                .map_err(Error::Metrics)?,
             )?,
             registry,
         })

@@ -776,6 +776,20 @@ async fn malformed_requests_get_json_errors_and_the_server_stays_healthy() {
     assert_eq!(status, 200, "{body}");
     let logs = operator.logs();
     assert!(!logs.contains("panicked"), "the operator panicked:\n{logs}");
+
+    // Every answer, good or bad, is counted and timed by API and code.
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    for series in [
+        "weblab_assignment_requests_total{api=\"native\",code=\"200\"}",
+        "weblab_assignment_requests_total{api=\"native\",code=\"400\"}",
+        "weblab_assignment_requests_total{api=\"ofrep\",code=\"404\"}",
+        "weblab_assignment_request_duration_seconds_count{api=\"ofrep\"}",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line.starts_with(series)),
+            "no {series} in\n{metrics}"
+        );
+    }
 }
 
 /// The virtualenv with the pinned OpenFeature SDK and OFREP provider.

@@ -20,12 +20,14 @@ use std::{
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Request, State},
     http::{StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use kube::runtime::reflector::Store;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,7 @@ use crate::{
     Error, Result,
     api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase},
     controllers::Context,
+    metrics::Metrics,
 };
 
 /// What the handlers share.
@@ -58,6 +61,7 @@ pub fn router(state: ServerState) -> Router {
         state.dials.clone(),
         state.ready.clone(),
     ));
+    let registry = state.ctx.metrics.clone();
     let receiver = alertmanager::Receiver {
         ctx: state.ctx.clone(),
         alarms: state.alarms.clone(),
@@ -69,9 +73,39 @@ pub fn router(state: ServerState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
-        .merge(assignments::routes(catalog.clone()))
-        .merge(ofrep::routes(catalog))
+        .merge(measured(
+            assignments::routes(catalog.clone()),
+            &registry,
+            "native",
+        ))
+        .merge(measured(ofrep::routes(catalog), &registry, "ofrep"))
         .merge(alertmanager::routes(receiver))
+}
+
+/// `routes` with every request counted and timed as `api`.
+fn measured(routes: Router, metrics: &Metrics, api: &'static str) -> Router {
+    routes.layer(middleware::from_fn_with_state(
+        (metrics.clone(), api),
+        measure,
+    ))
+}
+
+async fn measure(
+    State((metrics, api)): State<(Metrics, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .assignment_duration
+        .with_label_values(&[api])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .assignment_requests
+        .with_label_values(&[api, response.status().as_str()])
+        .inc();
+    response
 }
 
 /// Binds `address` now, so that a port already in use fails the start, and
