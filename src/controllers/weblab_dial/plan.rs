@@ -587,6 +587,12 @@ impl<'w, 'a> Draft<'w, 'a> {
                         self.requeue_after = bake;
                         DialPhase::Baking
                     }
+                    // The last stage without a bake: the dial is dialed in
+                    // the same write, not one write later.
+                    None if position + 1 == stages.len() => {
+                        self.status.step = Some(self.step_at(&stages, stages.len()));
+                        DialPhase::Dialed
+                    }
                     None => {
                         self.requeue_after = Duration::ZERO;
                         DialPhase::Progressing
