@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::TestResult;
+use common::{TestResult, scratch_dir, start_harness};
 use testenv::{
     Alert, Alertmanager, AlertmanagerOptions, Error, HttpRequest, MetricsEndpoint, Prometheus,
     PrometheusOptions, TempDir, WebhookRecorder,
@@ -290,5 +290,86 @@ async fn a_missing_binary_is_named_with_the_way_to_install_it() -> TestResult {
         .await
         .expect_err("no such binary");
     assert!(err.to_string().contains("WEBLAB_ALERTMANAGER"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn up_with_monitoring_serves_both_until_sigterm() -> TestResult {
+    let dir = scratch_dir("up-monitoring");
+    let receiver = WebhookRecorder::serve()?;
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "demo-token\n")?;
+    let (mut harness, _kubeconfig) = start_harness(
+        &dir,
+        &[
+            "--monitoring",
+            "--alertmanager-webhook",
+            &receiver.url(),
+            "--alertmanager-token-file",
+            &token_file.to_string_lossy(),
+        ],
+    )?;
+    let read_url = |name: &str| -> Result<String, std::io::Error> {
+        Ok(std::fs::read_to_string(dir.join(name))?.trim().to_owned())
+    };
+    let (metrics, prometheus, alertmanager) = (
+        read_url("metrics-url")?,
+        read_url("prometheus-url")?,
+        read_url("alertmanager-url")?,
+    );
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    // The demo's knob: set the ratio over HTTP, see Prometheus scrape it.
+    http.put(format!("{metrics}/demo_error_ratio?service=checkout"))
+        .body("0.3")
+        .send()
+        .await?
+        .error_for_status()?;
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let body: serde_json::Value = http
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", r#"demo_error_ratio{service="checkout"}"#)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if body["data"]["result"][0]["value"][1] == "0.3" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never scraped 0.3: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    http.post(format!("{alertmanager}/api/v2/alerts"))
+        .json(&serde_json::json!([{"labels": {"alertname": "DemoAlert"}}]))
+        .send()
+        .await?
+        .error_for_status()?;
+    let notification = receiver
+        .wait_for(WITHIN, is_notification("firing", "DemoAlert"))
+        .await
+        .ok_or("Alertmanager sent nothing to the webhook")?;
+    assert_eq!(
+        notification.header("authorization"),
+        Some("Bearer demo-token")
+    );
+
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+    assert_eq!(
+        unsafe { libc::kill(harness.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = tokio::task::spawn_blocking(move || harness.0.wait()).await??;
+    assert!(status.success(), "{status}");
+    for url in [&prometheus, &alertmanager] {
+        let address = url.trim_start_matches("http://");
+        assert!(TcpStream::connect(address).is_err(), "{url} still answers");
+    }
+    assert!(!dir.join("prometheus-url").exists(), "stale URL file left");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
