@@ -237,6 +237,47 @@ async fn alertmanager_delivers_firing_then_resolved_with_the_bearer_token() -> T
 }
 
 #[tokio::test]
+async fn a_prometheus_alerting_rule_reaches_the_webhook_through_alertmanager() -> TestResult {
+    let dir = TempDir::new()?;
+    let receiver = WebhookRecorder::serve()?;
+    let alertmanager = Alertmanager::start(
+        dir.path().join("alertmanager"),
+        AlertmanagerOptions::new(receiver.url()),
+    )
+    .await?;
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n\
+         \x20 - name: testenv\n\
+         \x20   rules:\n\
+         \x20     - alert: AlwaysFiring\n\
+         \x20       expr: vector(1)\n\
+         \x20       labels: {severity: Sev2}\n\
+         \x20       annotations: {summary: from a rule}\n",
+    )?;
+    let mut options = PrometheusOptions::default();
+    options.rule_files.push(rules);
+    options.alertmanagers.push(alertmanager.address());
+    let prometheus = Prometheus::start(dir.path().join("prometheus"), options).await?;
+
+    let notification = receiver
+        .wait_for(WITHIN, is_notification("firing", "AlwaysFiring"))
+        .await
+        .ok_or("the rule's alert never reached the webhook")?;
+    let alert = &notification.json()?["alerts"][0];
+    assert_eq!(alert["labels"]["severity"], "Sev2");
+    assert_eq!(alert["annotations"]["summary"], "from a rule");
+    let generator = alert["generatorURL"].as_str().unwrap_or_default();
+    assert!(
+        generator.contains("/graph?g0.expr=vector%281%29"),
+        "{generator}"
+    );
+    drop(prometheus);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_config_alertmanager_rejects_fails_with_its_reason() -> TestResult {
     let dir = TempDir::new()?;
     let mut options = AlertmanagerOptions::new("http://127.0.0.1:9/webhook");
@@ -356,6 +397,17 @@ async fn up_with_monitoring_serves_both_until_sigterm() -> TestResult {
     assert_eq!(
         notification.header("authorization"),
         Some("Bearer demo-token")
+    );
+    // The ratio set above (0.3) trips the demo's rule, all the way through.
+    let from_rule = receiver
+        .wait_for(WITHIN, is_notification("firing", "DemoErrorRatioHigh"))
+        .await
+        .ok_or("the demo rule's alert never reached the webhook")?;
+    let alert = &from_rule.json()?["alerts"][0];
+    assert_eq!(alert["labels"]["service"], "checkout");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "error ratio of checkout is 0.3"
     );
 
     // SAFETY: kill has no memory-safety preconditions; the pid is our child.

@@ -6,7 +6,8 @@
 //! established, so scripts can wait for any of them.
 //!
 //! With `--monitoring` it also runs a metrics endpoint, Prometheus scraping it
-//! and Alertmanager notifying `--alertmanager-webhook`, all started (and their
+//! (with one alerting rule) and Alertmanager notifying
+//! `--alertmanager-webhook`, all started (and their
 //! URLs written to `DIR/metrics-url`, `DIR/prometheus-url` and
 //! `DIR/alertmanager-url`) before the control plane, so they are ready when
 //! the kubeconfig appears.
@@ -23,6 +24,17 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The series the demo's metrics endpoint serves from the start.
 const DEMO_SERIES: (&str, &[(&str, &str)]) = ("demo_error_ratio", &[("service", "checkout")]);
+/// The demo's alerting rule: the gauge above 5 % fires `DemoErrorRatioHigh`
+/// through Alertmanager to the webhook.
+const DEMO_RULES: &str = "\
+groups:
+  - name: demo
+    rules:
+      - alert: DemoErrorRatioHigh
+        expr: demo_error_ratio > 0.05
+        annotations:
+          summary: 'error ratio of {{ $labels.service }} is {{ $value }}'
+";
 /// Files naming the monitoring endpoints, relative to `--dir`.
 const URL_FILES: [&str; 3] = ["metrics-url", "prometheus-url", "alertmanager-url"];
 
@@ -65,8 +77,9 @@ enum Commands {
 struct MonitoringArgs {
     /// Also run a metrics endpoint (serving demo_error_ratio{service="checkout"} = 0;
     /// change it with `curl -X PUT --data 0.3 "$(cat DIR/metrics-url)/demo_error_ratio?service=checkout"`),
-    /// Prometheus scraping it every second and Alertmanager; their URLs go to
-    /// DIR/metrics-url, DIR/prometheus-url and DIR/alertmanager-url.
+    /// Prometheus scraping it every second, with a rule firing DemoErrorRatioHigh above 0.05,
+    /// and Alertmanager; their URLs go to DIR/metrics-url, DIR/prometheus-url and
+    /// DIR/alertmanager-url.
     #[arg(long, requires = "alertmanager_webhook")]
     monitoring: bool,
     /// Where Alertmanager sends its notifications (with --monitoring).
@@ -201,19 +214,25 @@ async fn start_monitoring(
     };
     std::fs::create_dir_all(dir).map_err(|err| io_error("create directory", dir, err))?;
 
-    let metrics = MetricsEndpoint::serve()?;
-    let (name, labels) = DEMO_SERIES;
-    metrics.set(name, labels, 0.0);
-    let mut prometheus_options = PrometheusOptions::default();
-    prometheus_options.scrape_targets.push(metrics.address());
-    let prometheus = Prometheus::start(dir.join("prometheus"), prometheus_options).await?;
-
     let mut alertmanager_options = AlertmanagerOptions::new(webhook);
     if let Some(path) = &args.alertmanager_token_file {
         let token = std::fs::read_to_string(path).map_err(|err| io_error("read", path, err))?;
         alertmanager_options.bearer_token = Some(token.trim().to_owned());
     }
     let alertmanager = Alertmanager::start(dir.join("alertmanager"), alertmanager_options).await?;
+
+    let metrics = MetricsEndpoint::serve()?;
+    let (name, labels) = DEMO_SERIES;
+    metrics.set(name, labels, 0.0);
+    let rules = dir.join("demo-rules.yml");
+    std::fs::write(&rules, DEMO_RULES).map_err(|err| io_error("write", &rules, err))?;
+    let mut prometheus_options = PrometheusOptions::default();
+    prometheus_options.scrape_targets.push(metrics.address());
+    prometheus_options.rule_files.push(rules);
+    prometheus_options
+        .alertmanagers
+        .push(alertmanager.address());
+    let prometheus = Prometheus::start(dir.join("prometheus"), prometheus_options).await?;
 
     for (name, url) in
         URL_FILES

@@ -193,7 +193,13 @@ impl Alertmanager {
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.address())
+    }
+
+    /// `127.0.0.1:<port>`, the form Prometheus's
+    /// [`PrometheusOptions::alertmanagers`](crate::PrometheusOptions::alertmanagers) takes.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// The directory holding the config, data and log.

@@ -30,6 +30,16 @@ pub struct PrometheusOptions {
     pub evaluation_interval: Duration,
     /// Rule files to load (recording or alerting rules).
     pub rule_files: Vec<PathBuf>,
+    /// `host:port` of Alertmanagers that alerting rules notify (see
+    /// [`Alertmanager::address`](crate::Alertmanager::address)).
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are sent again (`--rules.alert.resend-delay`).
+    /// Default 1 s rather than Prometheus's 1 min: the first send comes
+    /// before Prometheus has applied its Alertmanager targets (5 s after
+    /// start) and is lost, and the next would wait for this delay. Alerts
+    /// sent carry `endsAt` = now + 4 × max(this, evaluation interval), so
+    /// Alertmanager resolves them that long after Prometheus goes away.
+    pub alert_resend_delay: Duration,
     /// The binary, instead of `$WEBLAB_PROMETHEUS` or `/usr/bin/prometheus`.
     pub binary: Option<PathBuf>,
     /// How long Prometheus may take to report ready.
@@ -43,6 +53,8 @@ impl Default for PrometheusOptions {
             scrape_interval: Duration::from_secs(1),
             evaluation_interval: Duration::from_secs(1),
             rule_files: Vec::new(),
+            alertmanagers: Vec::new(),
+            alert_resend_delay: Duration::from_secs(1),
             binary: None,
             // Generous: two cores shared with cargo building other tests.
             startup_timeout: Duration::from_secs(60),
@@ -110,6 +122,10 @@ impl Prometheus {
                     format!("--config.file={}", config.display()),
                     format!("--storage.tsdb.path={}", data.display()),
                     format!("--web.listen-address=127.0.0.1:{port}"),
+                    format!(
+                        "--rules.alert.resend-delay={}",
+                        prometheus_duration(options.alert_resend_delay)
+                    ),
                 ],
                 dir: dir.clone(),
                 binary: binary.clone(),
@@ -259,19 +275,32 @@ fn config_yaml(options: &PrometheusOptions) -> String {
             yaml.push_str(&format!("  - {}\n", yaml_string(&file.to_string_lossy())));
         }
     }
-    let targets: Vec<String> = options
-        .scrape_targets
-        .iter()
-        .map(|target| yaml_string(target))
-        .collect();
+    if !options.alertmanagers.is_empty() {
+        yaml.push_str(&format!(
+            "alerting:\n\
+             \x20 alertmanagers:\n\
+             \x20   - static_configs:\n\
+             \x20       - targets: [{}]\n",
+            yaml_list(&options.alertmanagers)
+        ));
+    }
     yaml.push_str(&format!(
         "scrape_configs:\n\
          \x20 - job_name: testenv\n\
          \x20   static_configs:\n\
          \x20     - targets: [{}]\n",
-        targets.join(", ")
+        yaml_list(&options.scrape_targets)
     ));
     yaml
+}
+
+/// The items of a YAML flow sequence.
+fn yaml_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|item| yaml_string(item))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads `{"status":"success","data":{"resultType":..,"result":..}}`.
@@ -326,6 +355,7 @@ mod tests {
             scrape_targets: vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()],
             scrape_interval: Duration::from_millis(500),
             rule_files: vec![PathBuf::from("/r/rules.yml")],
+            alertmanagers: vec!["127.0.0.1:3".to_owned()],
             ..PrometheusOptions::default()
         };
         let yaml = config_yaml(&options);
@@ -333,6 +363,10 @@ mod tests {
         assert!(yaml.contains("evaluation_interval: 1000ms\n"));
         assert!(yaml.contains("rule_files:\n  - \"/r/rules.yml\"\n"));
         assert!(yaml.contains("- targets: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n"));
+        assert!(yaml.contains(
+            "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:3\"]\n"
+        ));
+        assert!(!config_yaml(&PrometheusOptions::default()).contains("alerting"));
     }
 
     #[test]
