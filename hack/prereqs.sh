@@ -16,16 +16,43 @@ cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 # Debian packages used by tests and scripts ("bench" adds the load tool).
+# Prometheus and Alertmanager are the real monitoring parts the end-to-end
+# tests start (tools/testenv); WEBLAB_PROMETHEUS / WEBLAB_ALERTMANAGER point
+# the harness at other binaries, and then nothing is installed for them.
 debs=()
 command -v curl >/dev/null || debs+=(curl)
+if [[ -z ${WEBLAB_PROMETHEUS:-} && ! -x /usr/bin/prometheus ]]; then
+  debs+=(prometheus)
+fi
+if [[ -z ${WEBLAB_ALERTMANAGER:-} && ! -x /usr/bin/prometheus-alertmanager ]]; then
+  debs+=(prometheus-alertmanager)
+fi
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null || debs+=(wrk)
 fi
+
+# Installs without starting services: the packages ship init scripts and
+# systemd units, and the harness runs its own instances on free ports. A
+# machine without systemd (containers, CI) would otherwise try invoke-rc.d.
+# An existing policy-rc.d belongs to the machine's owner and stays as it is.
+install_debs() {
+  local policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# temporary, from weblab-operator hack/prereqs.sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f '"$policy" EXIT
+  fi
+  # Waits for the dpkg lock instead of failing when another install runs.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -qq --no-install-recommends "$@"
+}
+
 if ((${#debs[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${debs[@]}"
+    install_debs "${debs[@]}"
   else
-    echo "prereqs: please install: ${debs[*]}" >&2
+    echo "prereqs: please install the Debian packages: ${debs[*]}" >&2
     exit 1
   fi
 fi

@@ -17,11 +17,27 @@
 //! # }
 //! ```
 //!
+//! Real Prometheus and Alertmanager, and the endpoints tests put next to
+//! them, are in [`monitoring`]:
+//!
+//! ```no_run
+//! # async fn demo(dir: &std::path::Path) -> Result<(), testenv::Error> {
+//! let metrics = testenv::MetricsEndpoint::serve()?;
+//! metrics.set("http_error_ratio", &[("service", "checkout")], 0.0);
+//! let mut options = testenv::PrometheusOptions::default();
+//! options.scrape_targets.push(metrics.address());
+//! let prometheus = testenv::Prometheus::start(dir.join("prometheus"), options).await?;
+//! # let _ = prometheus;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Every process the harness starts dies with the test binary, also when a
 //! test panics or the binary is killed (see [`process`]).
 
 mod certs;
 mod control_plane;
+pub mod monitoring;
 mod namespace;
 pub mod process;
 mod shared;
@@ -34,9 +50,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use control_plane::{ControlPlane, Options};
+pub use monitoring::{
+    ALERTMANAGER_ENV, Alert, Alertmanager, AlertmanagerOptions, HttpRequest, MetricsEndpoint,
+    PROMETHEUS_ENV, Prometheus, PrometheusOptions, Sample, WebhookRecorder,
+};
 pub use namespace::TestNamespace;
 pub use shared::{shared, shared_with_workloads};
 pub use tools::{TOOLS_BIN_ENV, Tools};
+pub use workdir::TempDir;
 pub use workloads::FAKE_NODE_ANNOTATION;
 
 /// Everything that can go wrong while starting or using a control plane.
@@ -162,6 +183,42 @@ pub enum Error {
         "namespace prefix {0:?} is invalid: use 1 to 50 lowercase letters, digits or '-', starting with a letter"
     )]
     NamespacePrefix(String),
+
+    /// A monitoring binary (Prometheus, Alertmanager) is not where the
+    /// harness looked.
+    #[error(
+        "{name} not found at {path}: run hack/prereqs.sh (as root it installs the Debian package) or set {env} to the binary"
+    )]
+    BinaryMissing {
+        /// Which component.
+        name: &'static str,
+        /// The path that was tried.
+        path: PathBuf,
+        /// The environment variable that overrides it.
+        env: &'static str,
+    },
+
+    /// An HTTP call to Prometheus or Alertmanager failed.
+    #[error("{action}: {source}")]
+    Http {
+        /// What the harness was doing.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// Prometheus or Alertmanager answered with an error or with something
+    /// the harness cannot read.
+    #[error("{action}: HTTP {status}: {body}")]
+    Response {
+        /// What the harness was doing.
+        action: String,
+        /// The HTTP status.
+        status: u16,
+        /// The body, or what was wrong with it.
+        body: String,
+    },
 
     /// The shared control plane of this test binary failed to start earlier.
     #[error("the shared control plane failed to start: {0}")]

@@ -104,6 +104,28 @@ impl Drop for WorkDir {
     }
 }
 
+/// A fresh temporary directory under `$TMPDIR/weblab-testenv/`, removed on
+/// drop, at exit, or by a later run if this process is killed; for
+/// components started without a control plane (e.g. [`crate::Prometheus`]).
+#[derive(Debug)]
+pub struct TempDir {
+    work: WorkDir,
+}
+
+impl TempDir {
+    /// Creates the directory, after removing those of dead processes.
+    pub fn new() -> Result<TempDir, Error> {
+        Ok(TempDir {
+            work: WorkDir::temporary()?,
+        })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.work.path()
+    }
+}
+
 /// `<pid> <start time>`: the start time tells a live owner from a reused pid.
 fn owner_token(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

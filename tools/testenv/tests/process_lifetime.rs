@@ -4,56 +4,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{TestResult, children_of, scratch_dir, wait_dead, wait_for_file};
+use common::{TestResult, children_of, scratch_dir, start_harness, wait_dead, wait_for_file};
 use testenv::{ControlPlane, Options, Tools};
-
-const HARNESS: &str = env!("CARGO_BIN_EXE_weblab-testenv");
-const STARTUP: Duration = Duration::from_secs(180);
-
-/// Kills the harness if a test fails before it does.
-struct Harness(Child);
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_harness(dir: &Path, extra_args: &[&str]) -> Result<(Harness, String), String> {
-    let mut command = Command::new(HARNESS);
-    command
-        .args(["up", "--dir"])
-        .arg(dir)
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut harness = Harness(command.spawn().map_err(|e| e.to_string())?);
-    let stdout = harness.0.stdout.take().ok_or("no stdout")?;
-    // The harness prints the kubeconfig path once everything is ready.
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver
-        .recv_timeout(STARTUP)
-        .map_err(|_| format!("harness printed nothing within {STARTUP:?}"))?;
-    if line.trim().is_empty() {
-        let status = harness.0.wait().map_err(|e| e.to_string())?;
-        return Err(format!(
-            "harness exited ({status}); see {}/logs",
-            dir.display()
-        ));
-    }
-    Ok((harness, line.trim().to_owned()))
-}
 
 fn names(pids: &[common::ProcInfo]) -> BTreeSet<String> {
     pids.iter().map(|p| p.comm.clone()).collect()
@@ -62,7 +18,15 @@ fn names(pids: &[common::ProcInfo]) -> BTreeSet<String> {
 #[test]
 fn sigkill_of_the_harness_takes_every_component_down() -> TestResult {
     let dir = scratch_dir("sigkill");
-    let (mut harness, kubeconfig) = start_harness(&dir, &["--workloads"])?;
+    let (mut harness, kubeconfig) = start_harness(
+        &dir,
+        &[
+            "--workloads",
+            "--monitoring",
+            "--alertmanager-webhook",
+            "http://127.0.0.1:9/webhook",
+        ],
+    )?;
     assert_eq!(Path::new(&kubeconfig), dir.join("kubeconfig"));
     assert!(wait_for_file(&dir.join("pid"), Duration::from_secs(5)));
 
@@ -74,6 +38,8 @@ fn sigkill_of_the_harness_takes_every_component_down() -> TestResult {
         "kube-controller",
         "kube-scheduler",
         "kwok",
+        "prometheus",
+        "prometheus-aler",
     ]
     .map(String::from)
     .into();

@@ -4,13 +4,39 @@
 //! `DIR/kubeconfig` and `DIR/pid` are written, and the kubeconfig path printed
 //! on stdout, only once the control plane is ready and the `--crds` are
 //! established, so scripts can wait for any of them.
+//!
+//! With `--monitoring` it also runs a metrics endpoint, Prometheus scraping it
+//! (with one alerting rule) and Alertmanager notifying
+//! `--alertmanager-webhook`, all started (and their
+//! URLs written to `DIR/metrics-url`, `DIR/prometheus-url` and
+//! `DIR/alertmanager-url`) before the control plane, so they are ready when
+//! the kubeconfig appears.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use testenv::{ControlPlane, Options};
+use clap::{Args, Parser, Subcommand};
+use testenv::{
+    Alertmanager, AlertmanagerOptions, ControlPlane, MetricsEndpoint, Options, Prometheus,
+    PrometheusOptions,
+};
 use tokio::signal::unix::{SignalKind, signal};
+
+/// The series the demo's metrics endpoint serves from the start.
+const DEMO_SERIES: (&str, &[(&str, &str)]) = ("demo_error_ratio", &[("service", "checkout")]);
+/// The demo's alerting rule: the gauge above 5 % fires `DemoErrorRatioHigh`
+/// through Alertmanager to the webhook.
+const DEMO_RULES: &str = "\
+groups:
+  - name: demo
+    rules:
+      - alert: DemoErrorRatioHigh
+        expr: demo_error_ratio > 0.05
+        annotations:
+          summary: 'error ratio of {{ $labels.service }} is {{ $value }}'
+";
+/// Files naming the monitoring endpoints, relative to `--dir`.
+const URL_FILES: [&str; 3] = ["metrics-url", "prometheus-url", "alertmanager-url"];
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +68,34 @@ enum Commands {
         /// Serve the API on this port (default: a free port).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        monitoring: MonitoringArgs,
     },
+}
+
+#[derive(Args)]
+struct MonitoringArgs {
+    /// Also run a metrics endpoint (serving demo_error_ratio{service="checkout"} = 0;
+    /// change it with `curl -X PUT --data 0.3 "$(cat DIR/metrics-url)/demo_error_ratio?service=checkout"`),
+    /// Prometheus scraping it every second, with a rule firing DemoErrorRatioHigh above 0.05,
+    /// and Alertmanager; their URLs go to DIR/metrics-url, DIR/prometheus-url and
+    /// DIR/alertmanager-url.
+    #[arg(long, requires = "alertmanager_webhook")]
+    monitoring: bool,
+    /// Where Alertmanager sends its notifications (with --monitoring).
+    #[arg(long, value_name = "URL", requires = "monitoring")]
+    alertmanager_webhook: Option<String>,
+    /// A file holding the bearer token Alertmanager sends with them.
+    #[arg(long, value_name = "PATH", requires = "monitoring")]
+    alertmanager_token_file: Option<PathBuf>,
+}
+
+/// The monitoring parts, kept alive while the control plane runs.
+struct Monitoring {
+    // Prometheus first: it stops scraping before the endpoint goes away.
+    prometheus: Prometheus,
+    alertmanager: Alertmanager,
+    _metrics: MetricsEndpoint,
 }
 
 #[tokio::main]
@@ -64,8 +117,9 @@ async fn main() -> ExitCode {
         fake_nodes,
         crds,
         port,
+        monitoring,
     } = Cli::parse().command;
-    match up(dir, workloads, fake_nodes, crds, port).await {
+    match up(dir, workloads, fake_nodes, crds, port, monitoring).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("weblab-testenv: {err}");
@@ -80,15 +134,12 @@ async fn up(
     fake_nodes: usize,
     crds: Option<PathBuf>,
     port: Option<u16>,
+    monitoring: MonitoringArgs,
 ) -> Result<(), testenv::Error> {
     // Installed before starting, so a signal during startup is not lost.
-    let io_error = |source| testenv::Error::Io {
-        action: "install signal handler",
-        path: PathBuf::new(),
-        source,
-    };
-    let mut terminate = signal(SignalKind::terminate()).map_err(io_error)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(io_error)?;
+    let signal_error = |err| io_error("install signal handler", Path::new(""), err);
+    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
 
     let mut options = Options::default()
         .dir(&dir)
@@ -100,20 +151,19 @@ async fn up(
     if let Some(crds) = crds {
         options = options.crds(crds);
     }
-    let control_plane = tokio::select! {
-        started = ControlPlane::start(options) => started?,
+    let started = async {
+        let monitoring = start_monitoring(&dir, monitoring).await?;
+        Ok::<_, testenv::Error>((ControlPlane::start(options).await?, monitoring))
+    };
+    let (control_plane, monitoring) = tokio::select! {
+        started = started => started?,
         _ = terminate.recv() => return Ok(()),
         _ = interrupt.recv() => return Ok(()),
     };
 
     let pid_file = control_plane.dir().join("pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|source| {
-        testenv::Error::Io {
-            action: "write",
-            path: pid_file.clone(),
-            source,
-        }
-    })?;
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|err| io_error("write", &pid_file, err))?;
     println!("{}", control_plane.kubeconfig_path().display());
     tracing::info!(
         kubeconfig = %control_plane.kubeconfig_path().display(),
@@ -126,8 +176,89 @@ async fn up(
         _ = interrupt.recv() => {}
     }
     tracing::info!("stopping");
+    if let Some(monitoring) = monitoring {
+        let Monitoring {
+            mut prometheus,
+            alertmanager,
+            _metrics,
+        } = monitoring;
+        prometheus.stop();
+        alertmanager.stop();
+        for name in URL_FILES {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
     control_plane.stop();
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the monitoring parts if asked, after removing an earlier run's URL
+/// files so that none names a dead process.
+async fn start_monitoring(
+    dir: &Path,
+    args: MonitoringArgs,
+) -> Result<Option<Monitoring>, testenv::Error> {
+    for name in URL_FILES {
+        let stale = dir.join(name);
+        match std::fs::remove_file(&stale) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error("remove", &stale, err));
+            }
+            _ => {}
+        }
+    }
+    let (true, Some(webhook)) = (args.monitoring, args.alertmanager_webhook) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|err| io_error("create directory", dir, err))?;
+
+    let mut alertmanager_options = AlertmanagerOptions::new(webhook);
+    if let Some(path) = &args.alertmanager_token_file {
+        let token = std::fs::read_to_string(path).map_err(|err| io_error("read", path, err))?;
+        alertmanager_options.bearer_token = Some(token.trim().to_owned());
+    }
+    let alertmanager = Alertmanager::start(dir.join("alertmanager"), alertmanager_options).await?;
+
+    let metrics = MetricsEndpoint::serve()?;
+    let (name, labels) = DEMO_SERIES;
+    metrics.set(name, labels, 0.0);
+    let rules = dir.join("demo-rules.yml");
+    std::fs::write(&rules, DEMO_RULES).map_err(|err| io_error("write", &rules, err))?;
+    let mut prometheus_options = PrometheusOptions::default();
+    prometheus_options.scrape_targets.push(metrics.address());
+    prometheus_options.rule_files.push(rules);
+    prometheus_options
+        .alertmanagers
+        .push(alertmanager.address());
+    let prometheus = Prometheus::start(dir.join("prometheus"), prometheus_options).await?;
+
+    for (name, url) in
+        URL_FILES
+            .into_iter()
+            .zip([metrics.url(), prometheus.url(), alertmanager.url()])
+    {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{url}\n")).map_err(|err| io_error("write", &path, err))?;
+    }
+    tracing::info!(
+        metrics = %metrics.url(),
+        prometheus = %prometheus.url(),
+        alertmanager = %alertmanager.url(),
+        "monitoring running"
+    );
+    Ok(Some(Monitoring {
+        prometheus,
+        alertmanager,
+        _metrics: metrics,
+    }))
+}
+
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> testenv::Error {
+    testenv::Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }

@@ -3,7 +3,9 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -120,4 +122,51 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     path.exists()
+}
+
+/// The `weblab-testenv` binary of this build.
+pub const HARNESS: &str = env!("CARGO_BIN_EXE_weblab-testenv");
+/// How long `weblab-testenv up` may take to announce its kubeconfig.
+pub const STARTUP: Duration = Duration::from_secs(180);
+
+/// Kills the harness if a test fails before it does.
+pub struct Harness(pub Child);
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `weblab-testenv up --dir DIR EXTRA_ARGS` and waits until it prints
+/// the kubeconfig path (everything is ready then).
+pub fn start_harness(dir: &Path, extra_args: &[&str]) -> Result<(Harness, String), String> {
+    let mut command = Command::new(HARNESS);
+    command
+        .args(["up", "--dir"])
+        .arg(dir)
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut harness = Harness(command.spawn().map_err(|e| e.to_string())?);
+    let stdout = harness.0.stdout.take().ok_or("no stdout")?;
+    // The harness prints the kubeconfig path once everything is ready.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let line = receiver
+        .recv_timeout(STARTUP)
+        .map_err(|_| format!("harness printed nothing within {STARTUP:?}"))?;
+    if line.trim().is_empty() {
+        let status = harness.0.wait().map_err(|e| e.to_string())?;
+        return Err(format!(
+            "harness exited ({status}); see {}/logs",
+            dir.display()
+        ));
+    }
+    Ok((harness, line.trim().to_owned()))
 }
