@@ -1,8 +1,8 @@
-//! Alarms end to end: the real operator process, alarms and dials applied
-//! with real kubectl, notifications in Alertmanager's webhook format posted
-//! to the operator (as Alertmanager does, see `tests/monitoring.rs` for the
-//! scenarios through real Prometheus and Alertmanager), outcomes read from
-//! status, events and the assignment API.
+//! Alarms end to end with real parts: the operator process, alarms and dials
+//! applied with real kubectl, a metrics endpoint scraped by a real
+//! Prometheus, alerts posted to a real Alertmanager that notifies the
+//! operator's webhook; outcomes read from status, events and the assignment
+//! API. The webhook's defences are tested by posting to it directly.
 
 mod support;
 
@@ -13,6 +13,9 @@ use k8s_openapi::api::core::v1::Event;
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::{Value, json};
 use support::{Operator, annotate, apply_yaml, control_plane, eventually, http};
+use testenv::{
+    Alert, Alertmanager, AlertmanagerOptions, MetricsEndpoint, Prometheus, PrometheusOptions,
+};
 use weblab_operator::api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -50,6 +53,40 @@ stringData:
     )
     .await;
     (namespace, operator)
+}
+
+/// A real Alertmanager notifying `operator`'s webhook with the token.
+async fn alertmanager_for(operator: &Operator, name: &str) -> Alertmanager {
+    let plane = control_plane().await;
+    let mut options = AlertmanagerOptions::new(format!("{}{WEBHOOK}", operator.base));
+    options.bearer_token = Some(TOKEN.to_owned());
+    Alertmanager::start(plane.dir().join(format!("alertmanager-{name}")), options)
+        .await
+        .unwrap_or_else(|error| panic!("cannot start Alertmanager: {error}"))
+}
+
+fn alert(alertname: &str) -> Alert {
+    Alert::new(&[
+        ("alertname", alertname),
+        ("env", "prod"),
+        ("service", "checkout"),
+    ])
+}
+
+/// Fires `alertname` through Alertmanager.
+async fn fire(alertmanager: &Alertmanager, alertname: &str) {
+    alertmanager
+        .post_alerts(&[alert(alertname)])
+        .await
+        .unwrap_or_else(|error| panic!("cannot post {alertname}: {error}"));
+}
+
+/// Resolves `alertname` through Alertmanager.
+async fn resolve(alertmanager: &Alertmanager, alertname: &str) {
+    alertmanager
+        .resolve(&[alert(alertname)])
+        .await
+        .unwrap_or_else(|error| panic!("cannot resolve {alertname}: {error}"));
 }
 
 fn alertmanager_alarm(name: &str, severity: &str, realm: Option<&str>, alertname: &str) -> String {
@@ -227,6 +264,7 @@ fn seen(dial: &WeblabDial, alarm: &str) -> Option<AlarmState> {
 async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retried() {
     let plane = control_plane().await;
     let (ns, operator) = start("alarm-webhook").await;
+    let alertmanager = alertmanager_for(&operator, ns.name()).await;
     let manifests = [
         alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
         alertmanager_alarm("latency", "Sev3", None, "HighLatency"),
@@ -246,7 +284,7 @@ async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retri
     wait_dial(&dials, "search", DialPhase::Dialed, &operator).await;
 
     // Sev3 only records: the dial sees it, and keeps serving T1.
-    notify(&operator, &[("HighLatency", "firing", "f-latency")]).await;
+    fire(&alertmanager, "HighLatency").await;
     wait_alarm(&alarms, "latency", AlarmState::Alarm, &operator).await;
     let recorded = eventually(WAIT, || async {
         dials
@@ -269,7 +307,7 @@ async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retri
     );
 
     // An alarm scoped to EU rolls back EU only.
-    notify(&operator, &[("HighErrorRateEU", "firing", "f-eu")]).await;
+    fire(&alertmanager, "HighErrorRateEU").await;
     let search = wait_dial(&dials, "search", DialPhase::RolledBack, &operator).await;
     let realms = &search.status.as_ref().expect("status").realms;
     let eu = realms.iter().find(|r| r.realm == "EU").expect("EU");
@@ -292,7 +330,7 @@ async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retri
     );
 
     // Sev2 everywhere rolls back every realm; the record names the alarm.
-    notify(&operator, &[("HighErrorRate", "firing", "f-errors")]).await;
+    fire(&alertmanager, "HighErrorRate").await;
     let checkout = wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
     let record = checkout
         .status
@@ -322,7 +360,7 @@ async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retri
     assert!(warned, "no Warning event names the alarm");
 
     // Resolved: the alarm clears, the dial stays rolled back...
-    notify(&operator, &[("HighErrorRate", "resolved", "f-errors")]).await;
+    resolve(&alertmanager, "HighErrorRate").await;
     wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
     let cleared_seen = eventually(WAIT, || async {
         dials
@@ -357,6 +395,7 @@ async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retri
 async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
     let plane = control_plane().await;
     let (ns, operator) = start("alarm-retry").await;
+    let alertmanager = alertmanager_for(&operator, ns.name()).await;
     let manifests = [
         alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
         dial("checkout", &["errors"]),
@@ -365,7 +404,7 @@ async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
     apply_yaml(plane, ns.name(), &manifests).await;
     let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
     wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
-    notify(&operator, &[("HighErrorRate", "firing", "f-1")]).await;
+    fire(&alertmanager, "HighErrorRate").await;
     wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
 
     annotate(plane, ns.name(), "checkout", "retry 1").await;
@@ -527,4 +566,186 @@ async fn without_its_secret_the_webhook_refuses_everything() {
     let (status, text) = post(&operator, Some(TOKEN), body).await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("--webhook-token-secret"), "{text}");
+}
+
+/// A Prometheus alarm on `max(checkout_error_ratio)` above 5%, evaluated
+/// every second.
+fn prometheus_alarm(name: &str, prometheus: &Prometheus) -> String {
+    format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: {name}
+spec:
+  severity: Sev2
+  prometheus:
+    url: {}
+    query: max(checkout_error_ratio)
+    interval: 1s
+    timeout: 2s
+    comparison: GreaterThan
+    threshold: 0.05
+---
+",
+        prometheus.url()
+    )
+}
+
+/// A metrics endpoint serving the error ratio, and a real Prometheus
+/// scraping it every second, once the first sample is in.
+async fn error_ratio_scraped(name: &str, ratio: f64) -> (MetricsEndpoint, Prometheus) {
+    let plane = control_plane().await;
+    let endpoint = MetricsEndpoint::serve().expect("a metrics endpoint");
+    endpoint.set("checkout_error_ratio", &[("service", "checkout")], ratio);
+    let mut options = PrometheusOptions::default();
+    options.scrape_targets = vec![endpoint.address()];
+    let prometheus = Prometheus::start(plane.dir().join(format!("prometheus-{name}")), options)
+        .await
+        .unwrap_or_else(|error| panic!("cannot start Prometheus: {error}"));
+    prometheus
+        .wait_for_samples("checkout_error_ratio", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("Prometheus never scraped the endpoint: {error}"));
+    (endpoint, prometheus)
+}
+
+#[tokio::test]
+async fn a_prometheus_threshold_rolls_back_and_the_dial_waits_for_a_retry() {
+    let plane = control_plane().await;
+    let (ns, operator) = start("alarm-prom").await;
+    let (endpoint, prometheus) = error_ratio_scraped(ns.name(), 0.01).await;
+    let manifests = [
+        prometheus_alarm("errors", &prometheus),
+        dial("checkout", &["errors"]),
+    ]
+    .concat();
+    apply_yaml(plane, ns.name(), &manifests).await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    assert_eq!(
+        treatment(&operator, ns.name(), "checkout", "NA").await.0,
+        "T1"
+    );
+
+    // The test raises the error rate; Prometheus scrapes it; the alarm fires.
+    endpoint.set("checkout_error_ratio", &[("service", "checkout")], 0.2);
+    wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
+    let checkout = wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
+    let record = checkout.status.and_then(|s| s.rollback).expect("a record");
+    assert_eq!(record.value, Some(0.2), "{record:?}");
+    assert_eq!(record.threshold, Some(0.05), "{record:?}");
+    for realm in ["NA", "EU"] {
+        assert_eq!(
+            treatment(&operator, ns.name(), "checkout", realm).await,
+            ("C".to_owned(), "rollback".to_owned())
+        );
+    }
+    let alarm = alarms.get("errors").await.expect("alarm");
+    let status = alarm.status.expect("status");
+    assert_eq!(status.value, Some(0.2));
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("> 0.05"),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .datapoints
+            .last()
+            .is_some_and(|d| d.breaching == Some(true))
+    );
+
+    // Lower again: the alarm clears, the dial stays rolled back.
+    endpoint.set("checkout_error_ratio", &[("service", "checkout")], 0.01);
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let seen_ok = eventually(WAIT, || async {
+        dials
+            .get("checkout")
+            .await
+            .ok()
+            .and_then(|d| seen(&d, "errors"))
+            == Some(AlarmState::Ok)
+    })
+    .await;
+    assert!(seen_ok, "the dial never saw the alarm clear");
+    assert_eq!(
+        treatment(&operator, ns.name(), "checkout", "NA").await.0,
+        "C"
+    );
+    annotate(plane, ns.name(), "checkout", "retry 1").await;
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    assert_eq!(
+        treatment(&operator, ns.name(), "checkout", "NA").await.0,
+        "T1"
+    );
+}
+
+#[tokio::test]
+async fn with_prometheus_stopped_the_alarm_has_no_data_and_the_dial_holds() {
+    let plane = control_plane().await;
+    let (ns, operator) = start("alarm-noprom").await;
+    let (_endpoint, mut prometheus) = error_ratio_scraped(ns.name(), 0.01).await;
+    let stepped = format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: checkout
+spec:
+  weblab: checkout
+  treatments: [C, T1]
+  realms: [NA, EU]
+  allocation: {{T1: 100}}
+  steps:
+    - allocation: {{C: 90, T1: 10}}
+      pause: true
+  rollback:
+    alarms:
+      names: [errors]
+"
+    );
+    apply_yaml(
+        plane,
+        ns.name(),
+        &[prometheus_alarm("errors", &prometheus), stepped].concat(),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_dial(&dials, "checkout", DialPhase::Paused, &operator).await;
+
+    prometheus.stop();
+    wait_alarm(&alarms, "errors", AlarmState::InsufficientData, &operator).await;
+    let alarm = alarms.get("errors").await.expect("alarm");
+    let status = alarm.status.expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True"),
+        "{status:?}"
+    );
+    // A person resumes, but the step towards risk waits for data.
+    annotate(plane, ns.name(), "checkout", "resume 1").await;
+    let held = wait_dial(&dials, "checkout", DialPhase::Waiting, &operator).await;
+    let status = held.status.expect("status");
+    let waiting_for = status.step.and_then(|s| s.waiting_for).unwrap_or_default();
+    assert!(waiting_for.contains("errors"), "{waiting_for}");
+    assert!(
+        status
+            .realms
+            .iter()
+            .all(|r| r.allocation.to_string() == "C:90 T1:10"),
+        "{:?}",
+        status.realms
+    );
+
+    // Data again: the dial goes on.
+    prometheus.restart().await.expect("Prometheus restarts");
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
 }
