@@ -690,8 +690,7 @@ async fn with_prometheus_stopped_the_alarm_has_no_data_and_the_dial_holds() {
     let plane = control_plane().await;
     let (ns, operator) = start("alarm-noprom").await;
     let (_endpoint, mut prometheus) = error_ratio_scraped(ns.name(), 0.01).await;
-    let stepped = format!(
-        "apiVersion: weblab.dev/v1alpha1
+    let stepped =         "apiVersion: weblab.dev/v1alpha1
 kind: WeblabDial
 metadata:
   name: checkout
@@ -699,9 +698,9 @@ spec:
   weblab: checkout
   treatments: [C, T1]
   realms: [NA, EU]
-  allocation: {{T1: 100}}
+  allocation: {T1: 100}
   steps:
-    - allocation: {{C: 90, T1: 10}}
+    - allocation: {C: 90, T1: 10}
       pause: true
   rollback:
     alarms:
@@ -711,7 +710,7 @@ spec:
     apply_yaml(
         plane,
         ns.name(),
-        &[prometheus_alarm("errors", &prometheus), stepped].concat(),
+        &[prometheus_alarm("errors", &prometheus), stepped.to_owned()].concat(),
     )
     .await;
     let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
