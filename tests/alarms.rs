@@ -690,7 +690,7 @@ async fn with_prometheus_stopped_the_alarm_has_no_data_and_the_dial_holds() {
     let plane = control_plane().await;
     let (ns, operator) = start("alarm-noprom").await;
     let (_endpoint, mut prometheus) = error_ratio_scraped(ns.name(), 0.01).await;
-    let stepped =         "apiVersion: weblab.dev/v1alpha1
+    let stepped = "apiVersion: weblab.dev/v1alpha1
 kind: WeblabDial
 metadata:
   name: checkout
@@ -705,8 +705,7 @@ spec:
   rollback:
     alarms:
       names: [errors]
-"
-    );
+";
     apply_yaml(
         plane,
         ns.name(),
