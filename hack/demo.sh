@@ -43,8 +43,13 @@ up() {
   down >/dev/null
   mkdir -p "$dir"
   rm -f "$dir/kubeconfig"
-  echo "starting a local control plane in $dir ..."
+  # The Alertmanager webhook's token: Alertmanager reads the file, the
+  # operator the Secret made from it.
+  [[ -s $dir/webhook-token ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/webhook-token"
+  echo "starting a local control plane, Prometheus and Alertmanager in $dir ..."
   setsid nohup "$bin/weblab-testenv" up --dir "$dir/controlplane" --workloads --crds "$root/crds" \
+    --monitoring --alertmanager-webhook "http://127.0.0.1:$port/v1/webhooks/alertmanager" \
+    --alertmanager-token-file "$dir/webhook-token" \
     >"$dir/controlplane.log" 2>&1 &
   echo $! >"$dir/controlplane.pid"
   if ! wait_for "the control plane (see $dir/controlplane.log)" 180 test -s "$dir/controlplane/kubeconfig"; then
@@ -55,17 +60,22 @@ up() {
   export KUBECONFIG=$dir/kubeconfig
   kubectl=$WEBLAB_TOOLS_BIN/kubectl
 
+  "$kubectl" create namespace demo --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+  "$kubectl" -n demo create secret generic weblab-webhook --from-file=token="$dir/webhook-token" \
+    --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+
   echo "starting the operator on 127.0.0.1:$port ..."
   setsid nohup "$bin/weblab-operator" run --kubeconfig "$dir/kubeconfig" --listen "127.0.0.1:$port" \
-    --leader-election --lease-namespace kube-system >"$dir/operator.log" 2>&1 &
+    --leader-election --lease-namespace kube-system --webhook-token-secret demo/weblab-webhook \
+    >"$dir/operator.log" 2>&1 &
   echo $! >"$dir/operator.pid"
   if ! wait_for "the operator to be ready (see $dir/operator.log)" 120 curl -fsS "http://127.0.0.1:$port/readyz"; then
     tail -n 40 "$dir/operator.log" >&2
     exit 1
   fi
 
-  "$kubectl" create namespace demo --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
   "$kubectl" apply -n demo -f "$root/examples/"
+  guarded "$(<"$dir/controlplane/prometheus-url")" | "$kubectl" apply -n demo -f -
   cat <<MSG
 
 The demo is running: a local control plane and weblab-operator (logs in $dir).
@@ -74,11 +84,65 @@ The demo is running: a local control plane and weblab-operator (logs in $dir).
   $kubectl get weblab -A
   $kubectl -n demo get weblabdials -w          # quickstart moves within two minutes
   $kubectl -n demo describe weblabdial holiday-device-sync
+
+  # Raise the error ratio that Prometheus scrapes: demo-errors (pulled) and,
+  # through a Prometheus rule and Alertmanager, demo-errors-pushed fire, and
+  # the dial 'guarded' rolls back within seconds. Lower it and retry:
+  curl -X PUT --data 0.3 "$(<"$dir/controlplane/metrics-url")/demo_error_ratio?service=checkout"
+  $kubectl -n demo get alarms,weblabdials -w
+  curl -X PUT --data 0 "$(<"$dir/controlplane/metrics-url")/demo_error_ratio?service=checkout"
+  $kubectl -n demo annotate --overwrite weblabdial guarded weblab.dev/action="retry \$(date +%s)"
   curl -s "http://127.0.0.1:$port/v1/weblabs/demo/quickstart/treatment?unit=customer-42&realm=NA"
   curl -s http://127.0.0.1:$port/metrics | grep ^weblab_
 
 Stop it with: make demo-down
 MSG
+}
+
+# The demo's own alarms (the Prometheus URL is only known now) and a dial
+# they guard.
+guarded() {
+  cat <<YAML
+apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: demo-errors
+  labels: {demo: guarded}
+spec:
+  severity: Sev2
+  description: checkout error ratio above 5%, pulled from Prometheus every 2s.
+  prometheus:
+    url: $1
+    query: max(demo_error_ratio)
+    interval: 2s
+    comparison: GreaterThan
+    threshold: 0.05
+---
+apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: demo-errors-pushed
+  labels: {demo: guarded}
+spec:
+  severity: Sev2
+  description: the same signal as a Prometheus alerting rule, pushed by Alertmanager.
+  alertmanager:
+    matchers:
+      - {name: alertname, value: DemoErrorRatioHigh}
+---
+apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: guarded
+spec:
+  weblab: GUARDED_CHECKOUT
+  treatments: [C, T1]
+  realms: [NA, EU]
+  allocation: {C: 50, T1: 50}
+  rollback:
+    alarms:
+      selector: {matchLabels: {demo: guarded}}
+YAML
 }
 
 case $cmd in
