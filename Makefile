@@ -18,6 +18,10 @@ DEMO_PORT ?= 8080
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
+.PHONY: prereqs
+prereqs: ## Install what the build and tests need beyond the repository (Debian packages, rustfmt, clippy).
+	hack/prereqs.sh
+
 .PHONY: tools
 tools: ## Build the pinned control plane, kwok and helm from their Go modules (only what is missing).
 	hack/tools.sh build
@@ -43,7 +47,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: tools crds-check lint ## Everything CI runs: drift check, lints, unit and integration tests on a real control plane.
+test: prereqs tools crds-check lint ## Everything CI runs: drift check, lints, unit and integration tests on a real control plane.
 	$(CARGO) test --workspace --locked
 
 .PHONY: bench
@@ -52,7 +56,7 @@ bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment AP
 	$(CARGO) bench --locked --bench operator
 
 .PHONY: demo
-demo: tools build ## Start a local control plane and the operator in the background, apply the examples.
+demo: prereqs tools build ## Start a local control plane and the operator in the background, apply the examples.
 	hack/demo.sh up "$(DEMO_DIR)" "$(DEMO_PORT)"
 
 .PHONY: demo-down
