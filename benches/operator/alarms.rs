@@ -1,9 +1,14 @@
-//! Alarm to rollback. 100 of the 1,000 dials attach one Alertmanager alarm.
-//! Each trial posts a firing notification to the operator's webhook, exactly
-//! as Alertmanager would (the clock starts when it is sent on loopback), and
-//! polls the assignment API for the 100 dials until each serves the rollback
-//! treatment; then resolves the alert, retries the dials and waits until
-//! they are dialed up again.
+//! Alarm to rollback. 100 of the 1,000 dials attach one alarm.
+//!
+//! Alertmanager: each trial posts a firing notification to the operator's
+//! webhook, exactly as Alertmanager would (the clock starts when it is sent
+//! on loopback), and polls the assignment API for the 100 dials until each
+//! serves the rollback treatment; then resolves the alert, retries the dials
+//! and waits until they are dialed up again.
+//!
+//! Prometheus: the same with a Prometheus alarm (interval 1 s) on a series a
+//! real Prometheus scrapes every second; the clock starts when the metrics
+//! endpoint starts exposing the breaching value.
 
 use std::time::Duration;
 
@@ -14,8 +19,10 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep};
 use weblab_operator::api::{Alarm, WeblabDial, weblab_dial::DialPhase};
+
+use testenv::{MetricsEndpoint, Prometheus, PrometheusOptions};
 
 use super::{Bench, BenchResult, wait_until};
 
@@ -107,8 +114,61 @@ pub async fn alarm_to_rollback(bench: &Bench<'_>) -> BenchResult<()> {
     // Attach the alarm to the first 100 dials (a spec change, as a person
     // would make it); they stay dialed up while it is OK.
     let dials: Api<WeblabDial> = Api::namespaced(bench.client.clone(), bench.namespace);
+    attach(&dials, "bench-errors").await?;
+    wait_until(Duration::from_secs(120), || async {
+        count_dialed(&dials).await == ATTACHED
+    })
+    .await?;
+
+    println!();
+    println!(
+        "Alarm to rollback: {ATTACHED} of 1,000 dials attached to one alarm, {TRIALS} trials each"
+    );
+    let webhook = measure(bench, &dials, "webhook", |bench, firing| async move {
+        notify(bench, if firing { "firing" } else { "resolved" }).await
+    })
+    .await?;
+    report("Alertmanager notification sent", &webhook);
+
+    // The same through Prometheus: attach a pulled alarm instead.
+    let endpoint = MetricsEndpoint::serve()?;
+    endpoint.set("bench_error_ratio", &[], 0.0);
+    let mut options = PrometheusOptions::default();
+    options.scrape_targets = vec![endpoint.address()];
+    let prometheus = Prometheus::start(bench.plane.dir().join("bench-prometheus"), options).await?;
+    prometheus
+        .wait_for_samples("bench_error_ratio", Duration::from_secs(60))
+        .await?;
+    let alarm: Alarm = serde_json::from_value(json!({
+        "apiVersion": "weblab.dev/v1alpha1", "kind": "Alarm",
+        "metadata": {"name": "bench-prometheus"},
+        "spec": {"severity": "Sev2", "prometheus": {
+            "url": prometheus.url(), "query": "max(bench_error_ratio)", "interval": "1s",
+            "timeout": "1s", "comparison": "GreaterThan", "threshold": 0.05}}
+    }))?;
+    alarms.create(&PostParams::default(), &alarm).await?;
+    attach(&dials, "bench-prometheus").await?;
+    wait_until(Duration::from_secs(120), || async {
+        count_dialed(&dials).await == ATTACHED
+    })
+    .await?;
+    let endpoint = &endpoint;
+    let pulled = measure(bench, &dials, "prometheus", |_, firing| async move {
+        endpoint.set("bench_error_ratio", &[], if firing { 0.5 } else { 0.0 });
+        Ok(())
+    })
+    .await?;
+    report(
+        "breaching value exposed (scrape 1 s, alarm interval 1 s)",
+        &pulled,
+    );
+    Ok(())
+}
+
+/// Attaches `alarm` (alone) to the first 100 dials.
+async fn attach(dials: &Api<WeblabDial>, alarm: &str) -> BenchResult<()> {
     for index in 0..ATTACHED {
-        let patch = json!({"spec": {"rollback": {"alarms": {"names": ["bench-errors"]}}}});
+        let patch = json!({"spec": {"rollback": {"alarms": {"names": [alarm]}}}});
         dials
             .patch(
                 &format!("bench-{index:04}"),
@@ -117,16 +177,32 @@ pub async fn alarm_to_rollback(bench: &Bench<'_>) -> BenchResult<()> {
             )
             .await?;
     }
-    wait_until(Duration::from_secs(120), || async {
-        count_dialed(&dials).await == ATTACHED
-    })
-    .await?;
+    Ok(())
+}
 
+/// Latencies of the trials: per dial, and until all 100 served rollback.
+struct Latencies {
+    per_dial: Vec<f64>,
+    all: Vec<f64>,
+}
+
+/// Runs the trials; `signal(bench, true)` makes the alarm fire, `false`
+/// clears it.
+async fn measure<'b, F, Fut>(
+    bench: &'b Bench<'b>,
+    dials: &Api<WeblabDial>,
+    label: &str,
+    signal: F,
+) -> BenchResult<Latencies>
+where
+    F: Fn(&'b Bench<'b>, bool) -> Fut,
+    Fut: Future<Output = BenchResult<()>>,
+{
     let mut per_dial = Vec::new();
     let mut all = Vec::new();
     for trial in 1..=TRIALS {
         let started = Instant::now();
-        notify(bench, "firing").await?;
+        signal(bench, true).await?;
         let mut pending: Vec<usize> = (0..ATTACHED).collect();
         while !pending.is_empty() {
             if started.elapsed() > Duration::from_secs(60) {
@@ -147,10 +223,13 @@ pub async fn alarm_to_rollback(bench: &Bench<'_>) -> BenchResult<()> {
         }
         all.push(started.elapsed().as_secs_f64());
 
-        notify(bench, "resolved").await?;
+        signal(bench, false).await?;
+        // Retry only once the alarm is clear: a retry while it fires rolls
+        // back again at once.
+        sleep(Duration::from_secs(3)).await;
         for index in 0..ATTACHED {
             let patch = json!({"metadata": {"annotations": {
-                "weblab.dev/action": format!("retry bench-{trial}")}}});
+                "weblab.dev/action": format!("retry {label}-{trial}")}}});
             dials
                 .patch(
                     &format!("bench-{index:04}"),
@@ -160,26 +239,25 @@ pub async fn alarm_to_rollback(bench: &Bench<'_>) -> BenchResult<()> {
                 .await?;
         }
         wait_until(Duration::from_secs(120), || async {
-            count_dialed(&dials).await == ATTACHED
+            count_dialed(dials).await == ATTACHED
         })
         .await?;
     }
-
     per_dial.sort_by(f64::total_cmp);
     all.sort_by(f64::total_cmp);
-    println!();
+    Ok(Latencies { per_dial, all })
+}
+
+fn report(from: &str, latencies: &Latencies) {
+    println!("  from {from}:");
     println!(
-        "Alarm to rollback: {ATTACHED} of 1,000 dials attached to one Alertmanager alarm, {TRIALS} trials"
+        "    per dial, until the assignment API serves rollback  p50 {:>7.0} ms   p99 {:>7.0} ms",
+        percentile(&latencies.per_dial, 50.0) * 1e3,
+        percentile(&latencies.per_dial, 99.0) * 1e3
     );
     println!(
-        "  per dial (notification sent -> assignment API serves rollback)   p50 {:>7.0} ms   p99 {:>7.0} ms",
-        percentile(&per_dial, 50.0) * 1e3,
-        percentile(&per_dial, 99.0) * 1e3
+        "    until all {ATTACHED} serve rollback                      p50 {:>7.0} ms   max {:>7.0} ms",
+        percentile(&latencies.all, 50.0) * 1e3,
+        percentile(&latencies.all, 100.0) * 1e3
     );
-    println!(
-        "  all {ATTACHED} dials serving rollback                                  p50 {:>7.0} ms   max {:>7.0} ms",
-        percentile(&all, 50.0) * 1e3,
-        percentile(&all, 100.0) * 1e3
-    );
-    Ok(())
 }
