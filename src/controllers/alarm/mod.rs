@@ -47,15 +47,23 @@ const WRITE_ATTEMPTS: usize = 5;
 /// The longest any single Prometheus query may take, whatever an alarm asks.
 const HTTP_CEILING: Duration = Duration::from_secs(120);
 
+/// The last query of one alarm.
+#[derive(Clone, Copy)]
+struct Queried {
+    generation: i64,
+    at: Instant,
+    interval: Duration,
+}
+
 /// What an alarm reconciliation needs.
 pub struct AlarmContext {
     /// Shared context.
     pub ctx: Arc<Context>,
     http: reqwest::Client,
     /// When this replica last queried each Prometheus alarm (by uid), for
-    /// which generation: a reconcile triggered by our own status write does
-    /// not query again before the interval.
-    queried: Mutex<HashMap<String, (i64, Instant)>>,
+    /// which generation, at which interval: a reconcile triggered by our own
+    /// status write does not query again before the interval.
+    queried: Mutex<HashMap<String, Queried>>,
 }
 
 impl AlarmContext {
@@ -78,7 +86,7 @@ impl AlarmContext {
             .ok()
             .and_then(|queried| queried.get(&alarm.uid().unwrap_or_default()).copied());
         let elapsed = match remembered {
-            Some((seen, at)) if seen == generation => at.elapsed(),
+            Some(last) if last.generation == generation => last.at.elapsed(),
             // A new leader, or a new spec: go by the last recorded datapoint
             // of this generation, so a failover does not query twice.
             _ => {
@@ -96,11 +104,19 @@ impl AlarmContext {
         interval.checked_sub(elapsed).filter(|left| !left.is_zero())
     }
 
-    fn remember(&self, alarm: &Alarm) {
+    fn remember(&self, alarm: &Alarm, source: &PrometheusSource) {
         if let Ok(mut queried) = self.queried.lock() {
+            // Deleted alarms are never reconciled again: forget whatever has
+            // not been queried for two of its intervals.
+            queried
+                .retain(|_, last| last.at.elapsed() < 2 * last.interval + Duration::from_secs(60));
             queried.insert(
                 alarm.uid().unwrap_or_default(),
-                (alarm.meta().generation.unwrap_or_default(), Instant::now()),
+                Queried {
+                    generation: alarm.meta().generation.unwrap_or_default(),
+                    at: Instant::now(),
+                    interval: source.interval.get(),
+                },
             );
         }
     }
@@ -135,7 +151,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     if let Some(wait) = cx.not_due(alarm, source) {
         return Ok(Action::requeue(wait));
     }
-    cx.remember(alarm);
+    cx.remember(alarm, source);
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
     let sample = match &source.bearer_token_secret_ref {
