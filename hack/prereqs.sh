@@ -18,6 +18,8 @@ cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 # Debian packages used by tests and scripts ("bench" adds the load tool).
 debs=()
 command -v curl >/dev/null || debs+=(curl)
+# The Argo CD health checks are tested with Lua 5.1, the level of gopher-lua.
+command -v lua5.1 >/dev/null || debs+=(lua5.1)
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null || debs+=(wrk)
 fi
