@@ -34,7 +34,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers and the HTTP server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as multi-document YAML.
     Crd,
 }
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("cannot start the async runtime")
-            .and_then(|runtime| runtime.block_on(run(args))),
+            .and_then(|runtime| runtime.block_on(run(*args))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
