@@ -12,6 +12,7 @@ export WEBLAB_TOOLS_BIN ?= $(shell hack/tools.sh bindir)
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/weblab-operator
 CHART_CRDS := charts/weblab-operator/crds/weblab.dev.yaml
+IMAGE ?= weblab-operator:dev
 DEMO_DIR ?= $(WEBLAB_CACHE_DIR)/demo
 DEMO_PORT ?= 8080
 
@@ -54,6 +55,11 @@ test: tools crds-check lint ## Everything CI runs: drift check, lints, unit and 
 bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk).
 	hack/prereqs.sh bench
 	$(CARGO) bench --locked --bench operator
+
+.PHONY: image
+image: ## Build the container image with buildah (chroot isolation, FROM scratch) and smoke-test it.
+	hack/prereqs.sh image
+	hack/image.sh $(IMAGE)
 
 .PHONY: demo
 demo: tools build ## Start a local control plane and the operator in the background, apply the examples.

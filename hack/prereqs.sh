@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks (and where possible installs) what the build and tests need beyond
 # the repository: Go and Rust toolchains with rustfmt and clippy, and a few
-# command-line tools from Debian's packages. Usage: prereqs.sh [bench]
+# command-line tools from Debian's packages. Usage: prereqs.sh [bench|image]
 set -euo pipefail
 
 missing=()
@@ -22,6 +22,9 @@ command -v curl >/dev/null || debs+=(curl)
 command -v lua5.1 >/dev/null || debs+=(lua5.1)
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null || debs+=(wrk)
+fi
+if [[ ${1:-} == image ]]; then
+  command -v buildah >/dev/null || debs+=(buildah)
 fi
 if ((${#debs[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
