@@ -186,10 +186,23 @@ async fn the_follower_serves_and_takes_over_a_progressing_dial_after_the_leader_
         "every step of every realm exactly once, in order"
     );
 
-    // The new leader's assignment agrees with what the old follower served
-    // when the allocation is the same: stickiness across replicas and leaders.
-    let (status, now) = second.get(&path).await.expect("answers");
+    // A rolling update: a third replica joins, the leader gets SIGTERM,
+    // releases the Lease and the newcomer leads without waiting for expiry.
+    let third = start("replica-c", ns.name()).await;
+    assert!(!is_leader(&third).await, "two leaders");
+    let terminated = Instant::now();
+    let (exit, handed_over) = tokio::join!(
+        second.terminate(),
+        eventually(Duration::from_secs(30), || is_leader(&third)),
+    );
+    assert!(exit.success(), "the leader exits 0 on SIGTERM: {exit}");
+    assert!(handed_over, "no hand-over:\n{}", third.logs());
+    println!(
+        "hand-over after SIGTERM: {:?} (retry period 500ms)",
+        terminated.elapsed()
+    );
+    let (status, answer) = third.get(&path).await.expect("answers");
     assert_eq!(status, 200);
-    let now: serde_json::Value = serde_json::from_str(&now).expect("JSON");
-    assert_eq!(now["treatment"], "T1", "at 100% T1 every unit is in T1");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(answer["treatment"], "T1", "at 100% T1 every unit is in T1");
 }

@@ -211,6 +211,10 @@ async fn bad_values_fail_with_a_message_naming_the_value() {
             "leaderElection.enabled=false",
             "replicaCount > 1 needs leaderElection.enabled=true",
         ),
+        (
+            "podDisruptionBudget.minAvailable=2",
+            "minAvailable must be below replicaCount",
+        ),
     ] {
         let output = helm(plane, &["template", "weblab", &chart, "--set", setting]).await;
         let stderr = String::from_utf8_lossy(&output.stderr);

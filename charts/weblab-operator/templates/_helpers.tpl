@@ -65,7 +65,7 @@ token lives next to the operator). One per line.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true: without a leader every replica would write" }}
 {{- end }}
-{{- if and .Values.podDisruptionBudget.enabled (kindIs "float64" .Values.podDisruptionBudget.minAvailable) (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) (gt (int .Values.replicaCount) 1) }}
+{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "string" .Values.podDisruptionBudget.minAvailable)) (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) (gt (int .Values.replicaCount) 1) }}
 {{- fail "podDisruptionBudget.minAvailable must be below replicaCount, or no node could ever be drained" }}
 {{- end }}
 {{- end }}
