@@ -11,6 +11,8 @@ export WEBLAB_CACHE_DIR ?= $(HOME)/.cache/weblab-operator
 export WEBLAB_TOOLS_BIN ?= $(shell hack/tools.sh bindir)
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/weblab-operator
+CHART_CRDS := charts/weblab-operator/crds/weblab.dev.yaml
+IMAGE ?= weblab-operator:dev
 DEMO_DIR ?= $(WEBLAB_CACHE_DIR)/demo
 DEMO_PORT ?= 8080
 
@@ -31,15 +33,18 @@ build: ## Build the operator and the test harness.
 	$(CARGO) build --workspace --locked
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types.
+crds: ## Regenerate crds/ and the Helm chart's crds/ from the Rust types.
 	$(CARGO) build --quiet --locked --bin weblab-operator
 	$(BIN) crd > crds/weblab.dev.yaml
+	cp crds/weblab.dev.yaml $(CHART_CRDS)
 
 .PHONY: crds-check
-crds-check: ## Fail when crds/ differs from what the code generates.
+crds-check: ## Fail when crds/ or the chart's crds/ differ from what the code generates.
 	$(CARGO) build --quiet --locked --bin weblab-operator
-	@$(BIN) crd | diff -u crds/weblab.dev.yaml - \
-	  || { echo "crds/ is out of date: run 'make crds' and commit" >&2; exit 1; }
+	@for file in crds/weblab.dev.yaml $(CHART_CRDS); do \
+	  $(BIN) crd | diff -u $$file - \
+	    || { echo "$$file is out of date: run 'make crds' and commit" >&2; exit 1; }; \
+	done
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors.
@@ -54,6 +59,11 @@ test: prereqs tools crds-check lint ## Everything CI runs: drift check, lints, u
 bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk).
 	hack/prereqs.sh bench
 	$(CARGO) bench --locked --bench operator
+
+.PHONY: image
+image: ## Build the container image with buildah (chroot isolation, FROM scratch) and smoke-test it.
+	hack/prereqs.sh image
+	hack/image.sh $(IMAGE)
 
 .PHONY: demo
 demo: prereqs tools build ## Start a local control plane and the operator in the background, apply the examples.

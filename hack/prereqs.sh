@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks (and where possible installs) what the build and tests need beyond
 # the repository: Go and Rust toolchains with rustfmt and clippy, and a few
-# command-line tools from Debian's packages. Usage: prereqs.sh [bench]
+# command-line tools from Debian's packages. Usage: prereqs.sh [bench|image]
 set -euo pipefail
 
 missing=()
@@ -27,8 +27,14 @@ fi
 if [[ -z ${WEBLAB_ALERTMANAGER:-} && ! -x /usr/bin/prometheus-alertmanager ]]; then
   debs+=(prometheus-alertmanager)
 fi
+
+# The Argo CD health checks are tested with Lua 5.1, the level of gopher-lua.
+command -v lua5.1 >/dev/null || debs+=(lua5.1)
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null || debs+=(wrk)
+fi
+if [[ ${1:-} == image ]]; then
+  command -v buildah >/dev/null || debs+=(buildah)
 fi
 
 # Installs without starting services: the packages ship init scripts and

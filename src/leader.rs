@@ -173,7 +173,12 @@ impl LeaderElector {
     ) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.settings.identity.clone()),
-            lease_duration_seconds: i32::try_from(self.settings.lease_duration.as_secs()).ok(),
+            // Whole seconds on the wire: round up, so that a sub-second setting never
+            // records a zero-length lease that others may take at once.
+            lease_duration_seconds: i32::try_from(
+                self.settings.lease_duration.as_millis().div_ceil(1000),
+            )
+            .ok(),
             acquire_time: Some(acquire_time),
             renew_time: Some(renew_time),
             lease_transitions: Some(transitions),

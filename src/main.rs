@@ -1,6 +1,6 @@
 //! The `weblab-operator` binary: parses flags and hands over to the library.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -82,6 +82,21 @@ struct RunArgs {
     /// The key of the webhook token in that Secret.
     #[arg(long, env = "WEBLAB_WEBHOOK_TOKEN_KEY", default_value = "token")]
     webhook_token_key: String,
+
+    /// How long a lease lasts without renewal before another replica takes
+    /// over (the longest failover after a crash), e.g. `15s`.
+    #[arg(long, env = "WEBLAB_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+
+    /// How long the leader keeps failing to renew before it stops writing;
+    /// shorter than the lease duration.
+    #[arg(long, env = "WEBLAB_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+
+    /// How often the leader renews and candidates retry; shorter than the
+    /// renew deadline.
+    #[arg(long, env = "WEBLAB_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
 }
 
 fn parse_secret_name(text: &str) -> Result<(String, String), String> {
@@ -93,6 +108,17 @@ fn parse_secret_name(text: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{text:?} is not <namespace>/<name>")),
     }
+}
+
+/// Parses `15s`, `500ms`, `1m30s` (jiff's friendly format) into a positive duration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a duration like 15s or 500ms: {error}"))?;
+    Duration::try_from(signed)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} must be positive"))
 }
 
 fn main() -> ExitCode {
@@ -141,8 +167,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("weblab-operator-{}", std::process::id()));
-    let leader_election = args.leader_election.then(|| {
-        LeaseSettings::new(
+    if args.retry_period >= args.renew_deadline || args.renew_deadline >= args.lease_duration {
+        anyhow::bail!(
+            "lease timings must satisfy --retry-period < --renew-deadline < --lease-duration (got {:?}, {:?}, {:?})",
+            args.retry_period,
+            args.renew_deadline,
+            args.lease_duration
+        );
+    }
+    let leader_election = args.leader_election.then(|| LeaseSettings {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+        ..LeaseSettings::new(
             args.lease_namespace.clone(),
             args.lease_name.clone(),
             identity.clone(),

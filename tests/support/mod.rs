@@ -92,14 +92,49 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator with `args` added to `run --kubeconfig ... --listen ...`
     /// and waits until `/readyz` answers 200.
+    ///
+    /// With `WEBLAB_TEST_OPERATOR_IDENTITY=chart` in the environment it runs
+    /// as the Helm chart's ServiceAccount (see [`chart_identity`]), so any
+    /// test binary can be run to prove the chart's RBAC.
     pub async fn start(plane: &ControlPlane, args: &[&str]) -> Operator {
+        // The chart grants one Lease, its own: a test that picks another
+        // Lease runs as the admin.
+        let own_lease = args
+            .iter()
+            .any(|arg| arg.starts_with("--lease-name") || arg.starts_with("--lease-namespace"));
+        if std::env::var("WEBLAB_TEST_OPERATOR_IDENTITY").as_deref() == Ok("chart") && !own_lease {
+            let identity = chart_identity(plane).await;
+            return Operator::start_as(plane, identity, args).await;
+        }
+        Operator::start_with_kubeconfig(plane, plane.kubeconfig_path(), args).await
+    }
+
+    /// Starts the operator as the chart's ServiceAccount: its token in the
+    /// kubeconfig, its Lease namespace for `--leader-election`.
+    pub async fn start_as(
+        plane: &ControlPlane,
+        identity: &ChartIdentity,
+        args: &[&str],
+    ) -> Operator {
+        let mut all = vec!["--lease-namespace", identity.namespace.as_str()];
+        all.extend_from_slice(args);
+        Operator::start_with_kubeconfig(plane, &identity.kubeconfig, &all).await
+    }
+
+    /// Starts the operator with `kubeconfig` and `args` and waits until
+    /// `/readyz` answers 200.
+    pub async fn start_with_kubeconfig(
+        plane: &ControlPlane,
+        kubeconfig: &Path,
+        args: &[&str],
+    ) -> Operator {
         let port = free_port();
         let log = plane.dir().join(format!("operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weblab-operator"))
             .arg("run")
             .arg("--kubeconfig")
-            .arg(plane.kubeconfig_path())
+            .arg(kubeconfig)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .env("RUST_LOG", "info,weblab_operator=debug")
@@ -139,6 +174,12 @@ impl Operator {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("still running")
+    }
+
+    /// Sends SIGKILL and waits for the process to be gone: a crash, with no
+    /// chance to release the lease.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL is delivered");
     }
 
     /// Sends SIGTERM and waits (up to 20 s) for the exit status.
@@ -232,4 +273,115 @@ pub async fn annotate(plane: &ControlPlane, namespace: &str, name: &str, request
     )
     .await;
     assert!(output.status.success(), "{}", describe(&output));
+}
+
+/// The release name and namespace under which the chart's RBAC is installed
+/// for [`chart_identity`].
+pub const CHART_RELEASE: &str = "weblab-operator";
+/// See [`CHART_RELEASE`].
+pub const CHART_NAMESPACE: &str = "weblab-system";
+
+/// The Helm chart's ServiceAccount, as a kubeconfig the operator can run with.
+pub struct ChartIdentity {
+    /// A kubeconfig holding a TokenRequest token of the ServiceAccount.
+    pub kubeconfig: PathBuf,
+    /// The release namespace (the leader Lease's).
+    pub namespace: String,
+    /// `system:serviceaccount:<namespace>:<name>`, for `kubectl auth can-i --as`.
+    pub user: String,
+}
+
+/// The chart's ServiceAccount and RBAC (rendered by the real `helm template`
+/// with default values, i.e. every namespace watched), applied once per
+/// control plane, and a kubeconfig with a token for that ServiceAccount
+/// obtained through the TokenRequest API.
+pub async fn chart_identity(plane: &ControlPlane) -> &'static ChartIdentity {
+    static IDENTITY: OnceCell<ChartIdentity> = OnceCell::const_new();
+    IDENTITY
+        .get_or_init(|| async {
+            let rendered = helm(
+                plane,
+                &[
+                    "template",
+                    CHART_RELEASE,
+                    &repo_root().join("charts/weblab-operator").to_string_lossy(),
+                    "--namespace",
+                    CHART_NAMESPACE,
+                    "--show-only",
+                    "templates/serviceaccount.yaml",
+                    "--show-only",
+                    "templates/rbac.yaml",
+                ],
+            )
+            .await;
+            assert!(
+                rendered.status.success(),
+                "helm template: {}",
+                describe(&rendered)
+            );
+            let existing = kubectl(plane, &["get", "namespace", CHART_NAMESPACE]).await;
+            if !existing.status.success() {
+                let created = kubectl(plane, &["create", "namespace", CHART_NAMESPACE]).await;
+                assert!(created.status.success(), "{}", describe(&created));
+            }
+            apply_yaml(
+                plane,
+                CHART_NAMESPACE,
+                &String::from_utf8_lossy(&rendered.stdout),
+            )
+            .await;
+            let token = kubectl(
+                plane,
+                &[
+                    "create",
+                    "token",
+                    CHART_RELEASE,
+                    "-n",
+                    CHART_NAMESPACE,
+                    "--duration=24h",
+                ],
+            )
+            .await;
+            assert!(token.status.success(), "TokenRequest: {}", describe(&token));
+            let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+            let ca = plane.dir().join("chart-identity-ca.pem");
+            std::fs::write(&ca, plane.ca_pem()).expect("write the CA");
+            let kubeconfig = plane.dir().join("chart-identity.kubeconfig");
+            let yaml = format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+  - name: plane
+    cluster:
+      server: {server}
+      certificate-authority: {ca}
+users:
+  - name: {CHART_RELEASE}
+    user:
+      token: {token}
+contexts:
+  - name: chart
+    context:
+      cluster: plane
+      user: {CHART_RELEASE}
+current-context: chart
+",
+                server = plane.server_url(),
+                ca = ca.display(),
+            );
+            std::fs::write(&kubeconfig, yaml).expect("write the kubeconfig");
+            ChartIdentity {
+                kubeconfig,
+                namespace: CHART_NAMESPACE.to_owned(),
+                user: format!("system:serviceaccount:{CHART_NAMESPACE}:{CHART_RELEASE}"),
+            }
+        })
+        .await
+}
+
+/// Runs the harness's helm (isolated home, this control plane) with `args`.
+pub async fn helm(plane: &ControlPlane, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::from(plane.helm());
+    command.args(args).kill_on_drop(true);
+    command.output().await.expect("helm runs")
 }

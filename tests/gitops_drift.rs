@@ -1,0 +1,216 @@
+//! GitOps never sees drift: every example is applied with the real kubectl
+//! (server-side apply, as Argo CD and Flux do), the operator reconciles them
+//! and a person aborts one dial through its annotation; re-applying the same
+//! manifests changes nothing and `kubectl diff` finds no difference, because
+//! the operator writes only status. `kubectl wait --for=condition=Ready`
+//! understands a dial's kstatus conditions.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use support::{
+    apply_yaml, control_plane, describe, eventually, kubectl, operator_for_new_namespace,
+};
+use testenv::ControlPlane;
+
+const KINDS: &str = "weblabdials,alarms,rollbacks,mergetrainpauses,changewindows";
+
+/// `name -> resourceVersion` of every weblab.dev object in `namespace`.
+async fn versions(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, String> {
+    let output = kubectl(
+        plane,
+        &[
+            "get",
+            KINDS,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, version)| (name.to_owned(), version.to_owned()))
+        .collect()
+}
+
+/// Waits (up to 90 s) until nothing in `namespace` has changed for two
+/// seconds, and returns the versions then.
+async fn settle(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, String> {
+    let mut last = versions(plane, namespace).await;
+    for _ in 0..45 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = versions(plane, namespace).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the objects in {namespace} never settled: {last:?}");
+}
+
+#[tokio::test]
+async fn reapplying_the_examples_after_the_operator_acted_shows_no_drift() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_for_new_namespace(plane, "gitops").await;
+    let ns = ns.name();
+    let examples = support::repo_root().join("examples");
+    let examples = examples.to_string_lossy();
+    let apply = ["apply", "--server-side", "-n", ns, "-f", &*examples];
+    let applied = kubectl(plane, &apply).await;
+    assert!(applied.status.success(), "{}", describe(&applied));
+
+    // Let the operator write its status on every dial it reconciles.
+    let reconciled = eventually(Duration::from_secs(60), || async {
+        let output = kubectl(
+            plane,
+            &[
+                "get",
+                "weblabdials",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ],
+        )
+        .await;
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .count()
+            >= 3
+    })
+    .await;
+    assert!(reconciled, "the dials got no status:\n{}", operator.logs());
+
+    // A person aborts one dial: an annotation outside the manifests, and a
+    // rolled-back allocation in status.
+    let annotated = kubectl(
+        plane,
+        &[
+            "annotate",
+            "-n",
+            ns,
+            "weblabdial/checkout-redesign",
+            "weblab.dev/action=abort incident-4711",
+        ],
+    )
+    .await;
+    assert!(annotated.status.success(), "{}", describe(&annotated));
+    let aborted = eventually(Duration::from_secs(30), || async {
+        let output = kubectl(
+            plane,
+            &[
+                "get",
+                "-n",
+                ns,
+                "weblabdial/checkout-redesign",
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+        )
+        .await;
+        output.stdout == b"Aborted"
+    })
+    .await;
+    assert!(
+        aborted,
+        "the abort was not carried out:\n{}",
+        operator.logs()
+    );
+
+    // Diff while nothing moves (the quickstart dial bakes 30 s between
+    // writes); a status write during the diff is seen and the diff retried.
+    let diff = ["diff", "--server-side", "-n", ns, "-f", &*examples];
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let before = settle(plane, ns).await;
+        let output = kubectl(plane, &diff).await;
+        if versions(plane, ns).await != before && attempts < 3 {
+            continue;
+        }
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "kubectl diff found drift: {}",
+            describe(&output)
+        );
+        break;
+    }
+
+    // Re-applying is a no-op: no object gets a new resourceVersion from it.
+    let before = settle(plane, ns).await;
+    let reapplied = kubectl(plane, &apply).await;
+    assert!(reapplied.status.success(), "{}", describe(&reapplied));
+    let after = versions(plane, ns).await;
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(name, version)| after.get(*name) != Some(*version))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        changed.is_empty()
+            || changed
+                .iter()
+                .all(|name| name.starts_with("WeblabDial/quickstart")),
+        "re-applying changed {changed:?}"
+    );
+    let unchanged = String::from_utf8_lossy(&reapplied.stdout);
+    assert!(
+        unchanged
+            .lines()
+            .all(|line| line.ends_with("serverside-applied")),
+        "{unchanged}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_wait_for_ready_returns_once_a_dial_is_dialed() {
+    let plane = control_plane().await;
+    let (ns, _operator) = operator_for_new_namespace(plane, "gitops-wait").await;
+    apply_yaml(
+        plane,
+        ns.name(),
+        "apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: banner
+spec:
+  weblab: BANNER_1
+  treatments: [C, T1]
+  realms: [NA]
+  allocation: {C: 80, T1: 20}
+",
+    )
+    .await;
+    let waited = kubectl(
+        plane,
+        &[
+            "wait",
+            "-n",
+            ns.name(),
+            "--for=condition=Ready",
+            "--timeout=60s",
+            "weblabdial/banner",
+        ],
+    )
+    .await;
+    assert!(waited.status.success(), "{}", describe(&waited));
+    let generation = kubectl(
+        plane,
+        &[
+            "get",
+            "-n",
+            ns.name(),
+            "weblabdial/banner",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].observedGeneration} {.status.phase}",
+        ],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&generation.stdout), "1 Dialed");
+}
