@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result, api,
-    controllers::{Context, on_leadership, weblab_dial},
+    controllers::{Context, change_window, merge_train_pause, on_leadership, weblab_dial},
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
     server::{self, ServerState},
@@ -64,8 +64,26 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             .collect()
     };
     let mut dials = Vec::new();
+    let mut pauses = Vec::new();
+    let mut windows = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
+        let (store, controller) = change_window::controller(
+            ctx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        windows.push(store);
+        controllers.push(controller);
+        let (store, controller) = merge_train_pause::controller(
+            ctx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        pauses.push(store);
+        controllers.push(controller);
         let (store, controller) = weblab_dial::controller(
             ctx.clone(),
             scope,
@@ -79,6 +97,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         metrics: metrics.clone(),
         ready: ready.clone(),
         dials: dials.clone(),
+        pauses: pauses.clone(),
+        windows: windows.clone(),
     };
     let server = tokio::spawn(server::serve(settings.listen, state, shutdown.clone()).await?);
 
@@ -92,6 +112,24 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
                 () = shutdown.cancelled() => return Ok(()),
                 synced = wait_until_synced(store) => if !synced { return Ok(()) },
             }
+        }
+        // The gates answer from these caches too.
+        let synced = async {
+            for store in &pauses {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            for store in &windows {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            synced = synced => if !synced { return Ok(()) },
         }
         ready.store(true, Ordering::Release);
         tracing::info!("caches synced; serving");

@@ -5,6 +5,8 @@
 //! serves from the same informer caches; only the leader writes. Gaining
 //! leadership reconciles everything at once.
 
+pub mod change_window;
+pub mod merge_train_pause;
 pub mod weblab_dial;
 
 use std::{fmt::Debug, time::Duration};

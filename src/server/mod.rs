@@ -4,6 +4,7 @@
 
 mod assignments;
 mod dials;
+pub mod gates;
 mod ofrep;
 mod request;
 
@@ -29,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
-    api::{WeblabDial, weblab_dial::DialPhase},
+    api::{
+        ChangeWindow, MergeTrainPause, WeblabDial, merge_train_pause::PausePhase,
+        weblab_dial::DialPhase,
+    },
     metrics::Metrics,
 };
 
@@ -40,6 +44,10 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// The dial caches, one per watched scope (a namespace, or all).
     pub dials: Vec<Store<WeblabDial>>,
+    /// The merge-train pause caches, one per watched scope.
+    pub pauses: Vec<Store<MergeTrainPause>>,
+    /// The change-window caches, one per watched scope.
+    pub windows: Vec<Store<ChangeWindow>>,
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
@@ -52,6 +60,11 @@ pub fn router(state: ServerState) -> Router {
         state.dials.clone(),
         state.ready.clone(),
     ));
+    let gates = gates::routes(gates::GateState {
+        pauses: state.pauses.clone(),
+        windows: state.windows.clone(),
+        ready: state.ready.clone(),
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -59,6 +72,7 @@ pub fn router(state: ServerState) -> Router {
         .with_state(state)
         .merge(assignments::routes(catalog.clone()))
         .merge(ofrep::routes(catalog))
+        .merge(gates)
 }
 
 /// Binds `address` now, so that a port already in use fails the start, and
@@ -104,6 +118,7 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 
 async fn metrics(State(state): State<ServerState>) -> Response {
     count_dials_by_phase(&state);
+    count_pauses_and_windows(&state);
     match state.metrics.render() {
         Ok(text) => (
             [(
@@ -137,5 +152,45 @@ fn count_dials_by_phase(state: &ServerState) {
     }
     for (phase, count) in counts {
         state.metrics.dials.with_label_values(&[&phase]).set(count);
+    }
+}
+
+/// Sets `weblab_merge_train_pauses{phase}` and `weblab_change_windows{open}`
+/// from the caches.
+fn count_pauses_and_windows(state: &ServerState) {
+    let mut phases: BTreeMap<String, i64> = PausePhase::ALL
+        .iter()
+        .map(|phase| (format!("{phase:?}"), 0))
+        .collect();
+    for pause in state.pauses.iter().flat_map(Store::state) {
+        let phase = pause
+            .status
+            .as_ref()
+            .and_then(|status| status.phase)
+            .map_or_else(|| "Unknown".to_owned(), |phase| format!("{phase:?}"));
+        *phases.entry(phase).or_default() += 1;
+    }
+    for (phase, count) in phases {
+        state
+            .metrics
+            .merge_train_pauses
+            .with_label_values(&[&phase])
+            .set(count);
+    }
+    let mut open: BTreeMap<&str, i64> = [("true", 0), ("false", 0), ("unknown", 0)].into();
+    for window in state.windows.iter().flat_map(Store::state) {
+        let key = match window.status.as_ref().and_then(|status| status.open) {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "unknown",
+        };
+        *open.entry(key).or_default() += 1;
+    }
+    for (key, count) in open {
+        state
+            .metrics
+            .change_windows
+            .with_label_values(&[key])
+            .set(count);
     }
 }
