@@ -129,7 +129,13 @@ pub fn expires_at(world: &World) -> Option<Timestamp> {
         return Some(at.0);
     }
     let duration = SignedDuration::try_from(world.spec.duration?.get()).ok()?;
-    world.created?.checked_add(duration).ok()
+    let end = world.created?.checked_add(duration).ok()?;
+    // Status times are whole seconds: round up, so that the expiry written
+    // reads back equal (a settled pause writes nothing) and is never early.
+    let whole = end
+        .as_second()
+        .saturating_add(i64::from(end.subsec_nanosecond() > 0));
+    Timestamp::from_second(whole).ok()
 }
 
 /// Whether the resume condition holds, and if not yet, when it might.

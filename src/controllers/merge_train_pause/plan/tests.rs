@@ -225,6 +225,12 @@ fn resume_when_waits_for_every_alarm_to_be_ok_long_enough() {
 }
 
 #[test]
+fn a_fractional_duration_expires_on_a_whole_second_so_status_reads_back_equal() {
+    let case = Case::new(spec(serde_json::json!({"duration": "1.5s"})));
+    assert_eq!(expires_at(&case.world()), Some(at("2026-11-22T09:00:02Z")));
+}
+
+#[test]
 fn a_pause_already_over_when_created_never_pauses() {
     let mut case = Case::new(spec(
         serde_json::json!({"expiresAt": "2026-11-22T08:00:00Z"}),
