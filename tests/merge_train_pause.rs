@@ -93,6 +93,15 @@ async fn events(plane: &testenv::ControlPlane, namespace: &str, name: &str, reas
         .sum()
 }
 
+/// The status writes a controller made so far, from `/metrics`.
+async fn status_writes(operator: &Operator, manager: &str) -> f64 {
+    let (_, text) = operator.get("/metrics").await.expect("metrics");
+    text.lines()
+        .filter(|line| line.starts_with("weblab_status_writes_total{") && line.contains(manager))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn gate_pauses_combine_and_deleting_one_resumes_exactly_once() {
     let plane = control_plane().await;
@@ -120,6 +129,14 @@ async fn gate_pauses_combine_and_deleting_one_resumes_exactly_once() {
     .await;
     wait_for_phase(&api, "release-freeze", PausePhase::Paused, &operator).await;
     wait_for_phase(&api, "sev2-freeze", PausePhase::Paused, &operator).await;
+    // Settled pauses are quiet: no status write while nothing changes.
+    let writes = status_writes(&operator, "weblab-operator/mergetrainpause").await;
+    assert!(writes > 0.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        status_writes(&operator, "weblab-operator/mergetrainpause").await,
+        writes
+    );
     let paused = api.get("release-freeze").await.expect("exists");
     assert!(
         paused
@@ -415,4 +432,126 @@ spec:
     );
     assert_eq!(curl_gate(&operator, &ns, "web-main").await, 0);
     assert_eq!(events(plane, &ns, "checkout-web-main", "Resumed").await, 1);
+}
+
+/// A webhook receiver that counts the actions it accepted (signature
+/// checked) after refusing the first `fail_first` requests with 500.
+struct Receiver {
+    url: String,
+    actions: std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>,
+}
+
+async fn receiver(key: &'static [u8], fail_first: usize) -> Receiver {
+    use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post};
+    use weblab_operator::controllers::merge_train_pause::webhook::{
+        SIGNATURE_HEADER, TIMESTAMP_HEADER, sign,
+    };
+    type Shared = std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>;
+    let actions: Shared = std::sync::Arc::new(std::sync::Mutex::new((fail_first, Vec::new())));
+    let handler = move |State(shared): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+        let mut state = shared.lock().expect("lock");
+        if state.0 > 0 {
+            state.0 -= 1;
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let timestamp: i64 = header(TIMESTAMP_HEADER).parse().unwrap_or_default();
+        if sign(key, timestamp, &body) != header(SIGNATURE_HEADER) {
+            return axum::http::StatusCode::UNAUTHORIZED;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        state
+            .1
+            .push(json["action"].as_str().unwrap_or_default().to_owned());
+        axum::http::StatusCode::OK
+    };
+    let app = axum::Router::new()
+        .route("/hook", post(handler))
+        .with_state(actions.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, actions }
+}
+
+#[tokio::test]
+async fn a_webhook_pause_shows_failures_retries_and_resumes_once_on_delete() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_for_new_namespace(plane, "mtp-webhook").await;
+    let ns = ns.name().to_owned();
+    let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
+    // One failed call (three attempts) before the receiver accepts.
+    let hook = receiver(b"shared-secret", 3).await;
+
+    apply_yaml(
+        plane,
+        &ns,
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: hook
+stringData:
+  key: shared-secret
+---
+{}  provider:
+    type: Webhook
+    webhook:
+      url: {}
+      secretRef: {{name: hook, key: key}}
+",
+            pause_yaml("queue-freeze", "queue-main", "  duration: 1h\n"),
+            hook.url
+        ),
+    )
+    .await;
+    let failed_once = eventually(WAIT, || async {
+        api.get("queue-freeze")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.failures == 1)
+    })
+    .await;
+    assert!(
+        failed_once,
+        "the failure shows in status; log:\n{}",
+        operator.logs()
+    );
+    assert!(events(plane, &ns, "queue-freeze", "ProviderFailed").await >= 1);
+    wait_for_phase(&api, "queue-freeze", PausePhase::Paused, &operator).await;
+    let status = api
+        .get("queue-freeze")
+        .await
+        .expect("exists")
+        .status
+        .expect("status");
+    assert_eq!(status.failures, 0, "a success clears the failures");
+    assert_eq!(hook.actions.lock().expect("lock").1, ["pause"]);
+
+    let output = kubectl(
+        plane,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "mergetrainpause/queue-freeze",
+            "--wait=true",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", support::describe(&output));
+    assert_eq!(
+        hook.actions.lock().expect("lock").1,
+        ["pause", "resume"],
+        "resumed exactly once"
+    );
 }
