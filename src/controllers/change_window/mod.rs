@@ -195,7 +195,9 @@ pub fn until(now: Timestamp, then: Timestamp) -> Duration {
 }
 
 /// The windows in `alarm`'s namespace whose alarm gate selects it (a
-/// selector that does not parse counts, so its error shows sooner).
+/// selector that does not parse counts, so its error shows sooner), and
+/// those closed now: an alarm whose labels changed may no longer be
+/// selected, and the window it closed must look again.
 fn windows_selecting(windows: &Store<ChangeWindow>, alarm: &Alarm) -> Vec<ObjectRef<ChangeWindow>> {
     let namespace = alarm.namespace();
     windows
@@ -203,13 +205,15 @@ fn windows_selecting(windows: &Store<ChangeWindow>, alarm: &Alarm) -> Vec<Object
         .iter()
         .filter(|window| window.namespace() == namespace)
         .filter(|window| {
+            let closed = window.status.as_ref().and_then(|s| s.open) == Some(false);
             window
                 .spec
                 .closed_while_alarms
                 .as_ref()
                 .is_some_and(|gate| {
-                    Selector::try_from(gate.selector.clone())
-                        .map_or(true, |selector| selector.matches(alarm.labels()))
+                    closed
+                        || Selector::try_from(gate.selector.clone())
+                            .map_or(true, |selector| selector.matches(alarm.labels()))
                 })
         })
         .map(|window| ObjectRef::from(window.as_ref()))
