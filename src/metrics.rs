@@ -37,6 +37,14 @@ pub struct Metrics {
     pub assignment_requests: IntCounterVec,
     /// How long assignment API requests take to answer, by API.
     pub assignment_duration: HistogramVec,
+    /// Merge-train pauses in the watched namespaces, by phase.
+    pub merge_train_pauses: IntGaugeVec,
+    /// Change windows in the watched namespaces, by `open` (`true`, `false`,
+    /// `unknown`).
+    pub change_windows: IntGaugeVec,
+    /// Calls to merge-train providers, by provider and result (`ok` or the
+    /// failure's reason).
+    pub provider_calls: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -156,6 +164,30 @@ impl Metrics {
                     &["api"],
                 )
                 .map_err(Error::Metrics)?,
+            )?,
+            merge_train_pauses: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("merge_train_pauses", "Merge-train pauses by phase"),
+                    &["phase"],
+                )
+                .map_err(Error::Metrics)?,
+            )?,
+            change_windows: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("change_windows", "Change windows by whether they are open"),
+                    &["open"],
+                )
+                .map_err(Error::Metrics)?,
+            )?,
+            provider_calls: register(
+                &registry,
+                counter(
+                    "provider_calls_total",
+                    "Calls to merge-train providers by result",
+                    &["provider", "result"],
+                )?,
             )?,
             registry,
         })

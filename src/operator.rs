@@ -23,7 +23,7 @@ use crate::{
     controllers::{
         Context,
         alarm::{self, AlarmContext},
-        on_leadership, weblab_dial,
+        change_window, merge_train_pause, on_leadership, weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -76,8 +76,26 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     let alarm_cx = Arc::new(AlarmContext::new(ctx.clone())?);
     let mut dials = Vec::new();
     let mut alarms = Vec::new();
+    let mut pauses = Vec::new();
+    let mut windows = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
+        let (store, controller) = change_window::controller(
+            ctx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        windows.push(store);
+        controllers.push(controller);
+        let (store, controller) = merge_train_pause::controller(
+            ctx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        pauses.push(store);
+        controllers.push(controller);
         let (store, controller) = weblab_dial::controller(
             ctx.clone(),
             scope,
@@ -109,6 +127,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         dials: dials.clone(),
         alarms: alarms.clone(),
         webhook_token,
+        pauses: pauses.clone(),
+        windows: windows.clone(),
     };
     let server = tokio::spawn(server::serve(settings.listen, state, shutdown.clone()).await?);
 
@@ -123,11 +143,28 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
                 synced = wait_until_synced(store) => if !synced { return Ok(()) },
             }
         }
-        for store in &alarms {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                synced = wait_until_synced(store) => if !synced { return Ok(()) },
+        // The webhook and the gates answer from these caches too.
+        let synced = async {
+            for store in &alarms {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
             }
+            for store in &pauses {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            for store in &windows {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            synced = synced => if !synced { return Ok(()) },
         }
         ready.store(true, Ordering::Release);
         tracing::info!("caches synced; serving");

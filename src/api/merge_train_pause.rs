@@ -184,6 +184,17 @@ pub enum PausePhase {
     Failed,
 }
 
+impl PausePhase {
+    /// Every phase, for metrics that report zero as well.
+    pub const ALL: [PausePhase; 5] = [
+        PausePhase::Pausing,
+        PausePhase::Paused,
+        PausePhase::Resuming,
+        PausePhase::Resumed,
+        PausePhase::Failed,
+    ];
+}
+
 /// Observed state of a `MergeTrainPause`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -209,10 +220,20 @@ pub struct MergeTrainPauseStatus {
     /// The provider's state before the pause, restored on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreState>,
+    /// Consecutive failed provider calls; reset by a success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// When a failed provider call is tried again (exponential backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
     /// `Ready`, `Reconciling`, `Stalled`, `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 /// What a provider reported.

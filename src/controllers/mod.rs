@@ -6,6 +6,8 @@
 //! leadership reconciles everything at once.
 
 pub mod alarm;
+pub mod change_window;
+pub mod merge_train_pause;
 pub mod weblab_dial;
 
 use std::{fmt::Debug, time::Duration};

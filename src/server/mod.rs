@@ -6,6 +6,7 @@
 pub mod alertmanager;
 mod assignments;
 mod dials;
+pub mod gates;
 mod ofrep;
 mod request;
 
@@ -33,7 +34,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
-    api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase},
+    api::{
+        Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState,
+        merge_train_pause::PausePhase, weblab_dial::DialPhase,
+    },
     controllers::Context,
     metrics::Metrics,
 };
@@ -49,6 +53,10 @@ pub struct ServerState {
     pub alarms: Vec<Store<Alarm>>,
     /// The Alertmanager webhook's bearer token.
     pub webhook_token: alertmanager::WebhookToken,
+    /// The merge-train pause caches, one per watched scope.
+    pub pauses: Vec<Store<MergeTrainPause>>,
+    /// The change-window caches, one per watched scope.
+    pub windows: Vec<Store<ChangeWindow>>,
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
@@ -68,6 +76,11 @@ pub fn router(state: ServerState) -> Router {
         token: state.webhook_token.clone(),
         ready: state.ready.clone(),
     };
+    let gates = gates::routes(gates::GateState {
+        pauses: state.pauses.clone(),
+        windows: state.windows.clone(),
+        ready: state.ready.clone(),
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -80,6 +93,7 @@ pub fn router(state: ServerState) -> Router {
         ))
         .merge(measured(ofrep::routes(catalog), &registry, "ofrep"))
         .merge(alertmanager::routes(receiver))
+        .merge(gates)
 }
 
 /// `routes` with every request counted and timed as `api`.
@@ -152,6 +166,7 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 async fn metrics(State(state): State<ServerState>) -> Response {
     count_dials_by_phase(&state);
     count_alarms_by_state(&state);
+    count_pauses_and_windows(&state);
     match state.ctx.metrics.render() {
         Ok(text) => (
             [(
@@ -218,6 +233,48 @@ fn count_alarms_by_state(state: &ServerState) {
             .metrics
             .alarms
             .with_label_values(&[&state_name.to_string()])
+            .set(count);
+    }
+}
+
+/// Sets `weblab_merge_train_pauses{phase}` and `weblab_change_windows{open}`
+/// from the caches.
+fn count_pauses_and_windows(state: &ServerState) {
+    let mut phases: BTreeMap<String, i64> = PausePhase::ALL
+        .iter()
+        .map(|phase| (format!("{phase:?}"), 0))
+        .collect();
+    for pause in state.pauses.iter().flat_map(Store::state) {
+        let phase = pause
+            .status
+            .as_ref()
+            .and_then(|status| status.phase)
+            .map_or_else(|| "Unknown".to_owned(), |phase| format!("{phase:?}"));
+        *phases.entry(phase).or_default() += 1;
+    }
+    for (phase, count) in phases {
+        state
+            .ctx
+            .metrics
+            .merge_train_pauses
+            .with_label_values(&[&phase])
+            .set(count);
+    }
+    let mut open: BTreeMap<&str, i64> = [("true", 0), ("false", 0), ("unknown", 0)].into();
+    for window in state.windows.iter().flat_map(Store::state) {
+        let key = match window.status.as_ref().and_then(|status| status.open) {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "unknown",
+        };
+        *open.entry(key).or_default() += 1;
+    }
+    for (key, count) in open {
+        state
+            .ctx
+            .metrics
+            .change_windows
+            .with_label_values(&[key])
             .set(count);
     }
 }

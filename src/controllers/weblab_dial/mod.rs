@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
-    api::{Alarm, ChangeWindow, WeblabDial, alarm::AlarmState, common::AlarmSelection},
-    controllers::{Context, error_policy},
+    api::{
+        Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState, common::AlarmSelection,
+    },
+    controllers::{Context, error_policy, merge_train_pause},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -40,6 +42,8 @@ pub struct DialContext {
     pub alarms: Store<Alarm>,
     /// The change windows in scope.
     pub windows: Store<ChangeWindow>,
+    /// The merge-train pauses in scope, for `spec.rollback.pauseMergeTrains`.
+    pub pauses: Store<MergeTrainPause>,
 }
 
 /// Reconciles one dial.
@@ -95,6 +99,9 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
     for note in &decision.notes {
         ctx.publish(&reference, "WeblabDial", note).await;
     }
+    // Merge trains stay paused while an alarm holds the dial rolled back.
+    let trains = merge_train_pause::owned::for_dial(&dial, &decision.status);
+    merge_train_pause::owned::sync(&ctx.client, &cx.pauses, dial.as_ref(), &trains).await?;
     // After a write, our own watch event brings the fresh object back: acting
     // sooner would decide from a stale cache.
     Ok(if wrote && decision.requeue_after.is_zero() {
@@ -251,6 +258,14 @@ pub fn controller(
         .reflect(window_writer)
         .touched_objects();
 
+    let (pauses, pause_writer) = reflector::store();
+    let pause_events = watcher(
+        scoped::<MergeTrainPause>(&client, namespace),
+        config.clone(),
+    )
+    .default_backoff()
+    .reflect(pause_writer)
+    .touched_objects();
     let controller = Controller::new(scoped::<WeblabDial>(&client, namespace), config);
     let dials = controller.store();
     let by_alarm = {
@@ -265,10 +280,12 @@ pub fn controller(
         ctx,
         alarms,
         windows,
+        pauses,
     });
     let run = controller
         .watches_stream(alarm_events, by_alarm)
         .watches_stream(window_events, by_window)
+        .owns_stream(pause_events)
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(

@@ -1,0 +1,388 @@
+//! Contract tests of the GitLab provider. GitLab cannot run here, so this
+//! file holds a *contract server*: the pipeline-schedule endpoints of
+//! GitLab's REST API v4 as its documentation describes them (get, edit,
+//! take ownership; `PRIVATE-TOKEN` authentication; project ids given as the
+//! URL-encoded full path; errors as `{"message": ...}` with 401, 403, 404,
+//! 409 and 5xx). Only the owner of a schedule may edit it; a Maintainer may
+//! take ownership.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use weblab_operator::{
+    api::merge_train_pause::{GitLabProvider, RestoreState},
+    controllers::merge_train_pause::{
+        gitlab::GitLab,
+        provider::{PauseRequest, ProviderError, TrainProvider},
+    },
+};
+
+const PROJECT: &str = "platform/graphql-api";
+const SCHEDULE: i64 = 118;
+
+#[derive(Clone, Debug)]
+struct Schedule {
+    active: bool,
+    owner: String,
+}
+
+#[derive(Default)]
+struct Contract {
+    schedules: BTreeMap<i64, Schedule>,
+    /// token -> (username, whether a Maintainer)
+    tokens: BTreeMap<String, (String, bool)>,
+    /// Answers to give instead of the real one, by method, in order.
+    failures: VecDeque<(Method, u16)>,
+    /// Every request: method and raw path.
+    log: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Contract>>;
+
+fn error(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+fn schedule_json(id: i64, schedule: &Schedule) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "description": "merge train",
+        "ref": "refs/heads/main",
+        "cron": "*/10 * * * *",
+        "cron_timezone": "UTC",
+        "active": schedule.active,
+        "owner": {"id": 1, "username": schedule.owner, "name": schedule.owner},
+    })
+}
+
+/// Authentication, injected failures, project and schedule lookup: what
+/// every endpoint does first. The user's name and role, or the answer.
+fn admit(
+    contract: &mut Contract,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    project: &str,
+    id: i64,
+) -> Result<(String, bool), (u16, &'static str)> {
+    contract.log.push(format!("{method} {}", uri.path()));
+    let user = headers
+        .get("PRIVATE-TOKEN")
+        .and_then(|t| t.to_str().ok())
+        .and_then(|t| contract.tokens.get(t).cloned());
+    let Some(user) = user else {
+        return Err((401, "401 Unauthorized"));
+    };
+    if let Some(position) = contract.failures.iter().position(|(m, _)| m == method) {
+        let (_, status) = contract
+            .failures
+            .remove(position)
+            .unwrap_or((Method::GET, 500));
+        return Err((status, "injected by the test"));
+    }
+    if project != PROJECT {
+        return Err((404, "404 Project Not Found"));
+    }
+    if !contract.schedules.contains_key(&id) {
+        return Err((404, "404 Pipeline Schedule Not Found"));
+    }
+    Ok(user)
+}
+
+async fn get_schedule(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, i64)>,
+) -> Response {
+    let mut contract = shared.lock().expect("contract lock");
+    if let Err((status, message)) = admit(&mut contract, &method, &uri, &headers, &project, id) {
+        return error(status, message);
+    }
+    let schedule = &contract.schedules[&id];
+    Json(schedule_json(id, schedule)).into_response()
+}
+
+async fn edit_schedule(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, i64)>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let mut contract = shared.lock().expect("contract lock");
+    let (user, _) = match admit(&mut contract, &method, &uri, &headers, &project, id) {
+        Ok(user) => user,
+        Err((status, message)) => return error(status, message),
+    };
+    let Some(schedule) = contract.schedules.get_mut(&id) else {
+        return error(404, "404 Pipeline Schedule Not Found");
+    };
+    if schedule.owner != user {
+        return error(403, "403 Forbidden");
+    }
+    match body.get("active").and_then(serde_json::Value::as_bool) {
+        Some(active) => schedule.active = active,
+        None => return error(400, "active is invalid"),
+    }
+    Json(schedule_json(id, schedule)).into_response()
+}
+
+async fn take_ownership(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, i64)>,
+) -> Response {
+    let mut contract = shared.lock().expect("contract lock");
+    let (user, maintainer) = match admit(&mut contract, &method, &uri, &headers, &project, id) {
+        Ok(user) => user,
+        Err((status, message)) => return error(status, message),
+    };
+    if !maintainer {
+        return error(403, "403 Forbidden");
+    }
+    let Some(schedule) = contract.schedules.get_mut(&id) else {
+        return error(404, "404 Pipeline Schedule Not Found");
+    };
+    schedule.owner = user;
+    (StatusCode::CREATED, Json(schedule_json(id, schedule))).into_response()
+}
+
+/// A running contract server and what it holds.
+struct Server {
+    url: String,
+    shared: Shared,
+}
+
+impl Server {
+    async fn start(active: bool, owner: &str) -> Server {
+        let mut contract = Contract::default();
+        contract.schedules.insert(
+            SCHEDULE,
+            Schedule {
+                active,
+                owner: owner.to_owned(),
+            },
+        );
+        contract
+            .tokens
+            .insert("bot-token".to_owned(), ("merge-bot".to_owned(), true));
+        contract
+            .tokens
+            .insert("dev-token".to_owned(), ("developer".to_owned(), false));
+        let shared = Arc::new(Mutex::new(contract));
+        let path = "/api/v4/projects/{project}/pipeline_schedules/{id}";
+        let app = Router::new()
+            .route(path, get(get_schedule).put(edit_schedule))
+            .route(&format!("{path}/take_ownership"), post(take_ownership))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Server { url, shared }
+    }
+
+    fn provider(&self, token: &str, schedule: i64) -> GitLab {
+        let settings: GitLabProvider = serde_json::from_value(serde_json::json!({
+            "url": self.url,
+            "project": PROJECT,
+            "pipelineScheduleId": schedule,
+            "tokenSecretRef": {"name": "gitlab", "key": "token"},
+        }))
+        .expect("valid settings");
+        GitLab::new(&settings, token.to_owned(), Duration::from_secs(5)).expect("a provider")
+    }
+
+    fn schedule(&self) -> Schedule {
+        self.shared.lock().expect("lock").schedules[&SCHEDULE].clone()
+    }
+
+    fn fail_next(&self, method: Method, status: u16) {
+        self.shared
+            .lock()
+            .expect("lock")
+            .failures
+            .push_back((method, status));
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.shared.lock().expect("lock").log.clone()
+    }
+}
+
+fn request() -> PauseRequest {
+    PauseRequest {
+        namespace: "team".to_owned(),
+        name: "sev2-freeze".to_owned(),
+        train: "graphql-main".to_owned(),
+        reason: "Sev2".to_owned(),
+        ticket: None,
+        expires_at: None,
+    }
+}
+
+#[tokio::test]
+async fn contract_pause_and_resume_restore_an_active_schedule() {
+    let server = Server::start(true, "merge-bot").await;
+    let gitlab = server.provider("bot-token", SCHEDULE);
+
+    let prepared = gitlab
+        .prepare(&request())
+        .await
+        .expect("reads the schedule");
+    assert_eq!(prepared.restore, Some(RestoreState { active: true }));
+    assert!(server.schedule().active, "prepare changes nothing");
+
+    let paused = gitlab.pause(&request()).await.expect("pauses");
+    assert_eq!(paused.active, Some(false));
+    assert!(!server.schedule().active);
+
+    let resumed = gitlab
+        .resume(&request(), prepared.restore.as_ref())
+        .await
+        .expect("resumes");
+    assert_eq!(resumed.active, Some(true));
+    assert!(server.schedule().active);
+    // The project travels URL-encoded as one path segment.
+    assert!(
+        server
+            .log()
+            .iter()
+            .all(|line| line.contains("/projects/platform%2Fgraphql-api/")),
+        "{:?}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn contract_an_inactive_schedule_stays_inactive_after_resume() {
+    let server = Server::start(false, "merge-bot").await;
+    let gitlab = server.provider("bot-token", SCHEDULE);
+    let prepared = gitlab.prepare(&request()).await.expect("reads");
+    assert_eq!(prepared.restore, Some(RestoreState { active: false }));
+    gitlab.pause(&request()).await.expect("pauses");
+    gitlab
+        .resume(&request(), prepared.restore.as_ref())
+        .await
+        .expect("resumes");
+    assert!(
+        !server.schedule().active,
+        "it was inactive before the pause"
+    );
+    assert!(
+        !server.log().iter().any(|line| line.starts_with("PUT")),
+        "an inactive schedule is never edited: {:?}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn contract_401_an_unknown_token_is_reported_as_unauthorized() {
+    let server = Server::start(true, "merge-bot").await;
+    let error = server
+        .provider("wrong-token", SCHEDULE)
+        .pause(&request())
+        .await
+        .expect_err("rejected");
+    assert_eq!(error.reason(), "Unauthorized");
+    assert!(error.to_string().contains("tokenSecretRef"), "{error}");
+    assert!(server.schedule().active);
+}
+
+#[tokio::test]
+async fn contract_403_the_edit_takes_ownership_first_when_refused() {
+    // The schedule belongs to someone else; the bot is a Maintainer.
+    let server = Server::start(true, "alice").await;
+    let report = server
+        .provider("bot-token", SCHEDULE)
+        .pause(&request())
+        .await
+        .expect("pauses after taking ownership");
+    assert!(
+        report.message.contains("took ownership"),
+        "{}",
+        report.message
+    );
+    let schedule = server.schedule();
+    assert!(!schedule.active);
+    assert_eq!(schedule.owner, "merge-bot");
+    let log = server.log();
+    let edits: Vec<_> = log
+        .iter()
+        .filter(|l| l.starts_with("PUT") || l.starts_with("POST"))
+        .collect();
+    assert_eq!(edits.len(), 3, "edit, take ownership, edit again: {log:?}");
+    assert!(edits[1].ends_with("/take_ownership"));
+}
+
+#[tokio::test]
+async fn contract_403_without_the_maintainer_role_fails_and_says_so() {
+    let server = Server::start(true, "alice").await;
+    let error = server
+        .provider("dev-token", SCHEDULE)
+        .pause(&request())
+        .await
+        .expect_err("cannot take ownership");
+    assert_eq!(error.reason(), "Forbidden");
+    assert!(error.to_string().contains("Maintainer"), "{error}");
+    assert!(server.schedule().active);
+    assert_eq!(server.schedule().owner, "alice");
+}
+
+#[tokio::test]
+async fn contract_404_an_unknown_schedule_is_reported_as_not_found() {
+    let server = Server::start(true, "merge-bot").await;
+    let error: ProviderError = server
+        .provider("bot-token", 999)
+        .prepare(&request())
+        .await
+        .expect_err("no such schedule");
+    assert_eq!(error.reason(), "NotFound");
+    assert!(
+        error.to_string().contains("Pipeline Schedule Not Found"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn contract_409_a_conflicting_edit_fails_and_a_retry_succeeds() {
+    let server = Server::start(true, "merge-bot").await;
+    let gitlab = server.provider("bot-token", SCHEDULE);
+    server.fail_next(Method::PUT, 409);
+    let error = gitlab.pause(&request()).await.expect_err("conflict");
+    assert_eq!(error.reason(), "Conflict");
+    assert!(server.schedule().active, "nothing changed");
+    gitlab.pause(&request()).await.expect("the retry pauses");
+    assert!(!server.schedule().active);
+}
+
+#[tokio::test]
+async fn contract_5xx_a_failing_gitlab_is_reported_and_nothing_is_assumed() {
+    let server = Server::start(true, "merge-bot").await;
+    let gitlab = server.provider("bot-token", SCHEDULE);
+    server.fail_next(Method::GET, 502);
+    let error = gitlab.prepare(&request()).await.expect_err("bad gateway");
+    assert_eq!(error.reason(), "ServerError");
+    assert_eq!(error.status(), Some(502));
+    server.fail_next(Method::PUT, 500);
+    let error = gitlab.pause(&request()).await.expect_err("internal error");
+    assert_eq!(error.status(), Some(500));
+    assert!(server.schedule().active, "nothing changed");
+}
