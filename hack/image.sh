@@ -7,7 +7,8 @@
 #   hack/image.sh [IMAGE]    default IMAGE: weblab-operator:dev
 #
 # PROFILE=release builds an optimised binary (CI); the default is the debug
-# build the tests use. BUILDAH_STORAGE (default ~/.cache/weblab-operator/buildah)
+# build the tests use. SMOKE_KUBECONFIG=<file> also runs the operator from the
+# image against that cluster until /readyz answers. BUILDAH_STORAGE (default ~/.cache/weblab-operator/buildah)
 # holds the image store.
 set -euo pipefail
 
@@ -64,5 +65,33 @@ grep -q 'name: weblabdials.weblab.dev' <<<"$crds" || {
   echo "image: $image did not print the CRDs" >&2
   exit 1
 }
+# With SMOKE_KUBECONFIG, also run the operator from the image against that
+# cluster (host network, as the non-root user) until it reports ready.
+if [[ -n ${SMOKE_KUBECONFIG:-} ]]; then
+  cp "$SMOKE_KUBECONFIG" "$context/kubeconfig"
+  chmod 0644 "$context/kubeconfig"
+  port=${SMOKE_PORT:-18080}
+  buildah "${buildah_flags[@]}" run --isolation chroot --user 65532:65532 \
+    -v "$context/kubeconfig:/kubeconfig:ro" "$container" \
+    -- /weblab-operator run --kubeconfig /kubeconfig --listen "127.0.0.1:$port" \
+    >"$context/operator.log" 2>&1 &
+  operator=$!
+  ready=
+  for _ in $(seq 60); do
+    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+      ready=yes
+      break
+    fi
+    sleep 1
+  done
+  kill "$operator" 2>/dev/null || true
+  wait "$operator" 2>/dev/null || true
+  if [[ -z $ready ]]; then
+    echo "image: the operator in $image never became ready:" >&2
+    cat "$context/operator.log" >&2
+    exit 1
+  fi
+  echo "image: the operator in $image ran against $SMOKE_KUBECONFIG and became ready"
+fi
 buildah "${buildah_flags[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image"
 echo "image: built and ran $image"

@@ -30,6 +30,8 @@ fi
 
 # The Argo CD health checks are tested with Lua 5.1, the level of gopher-lua.
 command -v lua5.1 >/dev/null || debs+=(lua5.1)
+# promtool checks the chart's alerts and dashboard queries.
+command -v promtool >/dev/null || debs+=(prometheus)
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null || debs+=(wrk)
 fi

@@ -352,3 +352,54 @@ async fn install_and_upgrade_roll_out_under_the_restricted_pod_security_standard
     let uninstalled = helm(plane, &["uninstall", release, "--namespace", ns.name()]).await;
     assert!(uninstalled.status.success(), "{}", describe(&uninstalled));
 }
+
+/// The real `promtool` (Debian's `prometheus` package) checks the
+/// PrometheusRule's alerts and, written as recording rules, every PromQL
+/// query of the dashboard.
+#[tokio::test]
+async fn the_alerts_and_the_dashboard_queries_are_valid_promql() {
+    let plane = plane().await;
+    let rendered = render(plane, "ops", &["prometheusRule.enabled=true"]).await;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).expect("YAML");
+    let rule = docs
+        .iter()
+        .find(|doc| doc["kind"] == "PrometheusRule")
+        .expect("the PrometheusRule");
+    let dashboard = docs
+        .iter()
+        .find(|doc| doc["kind"] == "ConfigMap")
+        .and_then(|doc| doc["data"]["weblab-operator.json"].as_str())
+        .expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(dashboard).expect("JSON");
+    // Grafana's variables, replaced by what Grafana would put there.
+    let queries: Vec<serde_json::Value> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .enumerate()
+        .map(|(i, expr)| {
+            let expr = expr
+                .replace("$__rate_interval", "2m")
+                .replace("$namespace", ".*");
+            serde_json::json!({"record": format!("dashboard:query{i}"), "expr": expr})
+        })
+        .collect();
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut groups = rule["spec"]["groups"].as_array().expect("groups").clone();
+    groups.push(serde_json::json!({"name": "dashboard", "rules": queries}));
+    // JSON is YAML, which promtool reads.
+    let file = plane.dir().join("rules.json");
+    std::fs::write(&file, serde_json::json!({"groups": groups}).to_string()).expect("write");
+    let output = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run promtool (hack/prereqs.sh installs it): {error}")
+        });
+    assert!(output.status.success(), "{}", describe(&output));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("SUCCESS"), "{report}");
+}
