@@ -4,7 +4,10 @@
 //! take ownership; `PRIVATE-TOKEN` authentication; project ids given as the
 //! URL-encoded full path; errors as `{"message": ...}` with 401, 403, 404,
 //! 409 and 5xx). Only the owner of a schedule may edit it; a Maintainer may
-//! take ownership.
+//! take ownership. The last test drives the same server through the real
+//! operator process, with the token read from a Secret.
+
+mod support;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -19,8 +22,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use kube::Api;
+use support::{apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace};
 use weblab_operator::{
-    api::merge_train_pause::{GitLabProvider, RestoreState},
+    api::{
+        MergeTrainPause,
+        merge_train_pause::{GitLabProvider, PausePhase, RestoreState},
+    },
     controllers::merge_train_pause::{
         gitlab::GitLab,
         provider::{PauseRequest, ProviderError, TrainProvider},
@@ -385,4 +393,89 @@ async fn contract_5xx_a_failing_gitlab_is_reported_and_nothing_is_assumed() {
     let error = gitlab.pause(&request()).await.expect_err("internal error");
     assert_eq!(error.status(), Some(500));
     assert!(server.schedule().active, "nothing changed");
+}
+
+#[tokio::test]
+async fn contract_a_pause_through_the_operator_restores_the_schedule_once_deleted() {
+    let server = Server::start(true, "alice").await;
+    let plane = control_plane().await;
+    let (ns, operator) = operator_for_new_namespace(plane, "mtp-gitlab").await;
+    let ns = ns.name().to_owned();
+    let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
+    apply_yaml(
+        plane,
+        &ns,
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: gitlab-token
+stringData:
+  token: bot-token
+---
+apiVersion: weblab.dev/v1alpha1
+kind: MergeTrainPause
+metadata:
+  name: sev2-freeze
+spec:
+  train: graphql-main
+  reason: Sev2 in prodNA
+  duration: 4h
+  provider:
+    type: GitLab
+    gitlab:
+      url: {}
+      project: {PROJECT}
+      pipelineScheduleId: {SCHEDULE}
+      tokenSecretRef: {{name: gitlab-token, key: token}}
+",
+            server.url
+        ),
+    )
+    .await;
+    let paused = eventually(Duration::from_secs(60), || async {
+        api.get("sev2-freeze")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.phase)
+            == Some(PausePhase::Paused)
+    })
+    .await;
+    assert!(paused, "log:\n{}", operator.logs());
+    let status = api
+        .get("sev2-freeze")
+        .await
+        .expect("exists")
+        .status
+        .expect("status");
+    assert_eq!(status.restore, Some(RestoreState { active: true }));
+    assert_eq!(status.provider.and_then(|p| p.active), Some(false));
+    assert!(!server.schedule().active);
+    assert_eq!(
+        server.schedule().owner,
+        "merge-bot",
+        "took ownership when refused"
+    );
+
+    let output = kubectl(
+        plane,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "mergetrainpause/sev2-freeze",
+            "--wait=true",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", support::describe(&output));
+    assert!(server.schedule().active, "restored to active");
+    let edits = server.log().iter().filter(|l| l.starts_with("PUT")).count();
+    assert_eq!(
+        edits,
+        3,
+        "pause (refused), pause, resume: {:?}",
+        server.log()
+    );
 }
