@@ -20,12 +20,9 @@ use axum::{
     response::Response,
     routing::post,
 };
-use futures::{StreamExt, future::join_all};
+use futures::future::join_all;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, ResourceExt,
-    runtime::{WatchStreamExt, reflector::Store, watcher},
-};
+use kube::{Api, ResourceExt, runtime::reflector::Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +40,8 @@ use crate::{
 
 /// The receiver's path.
 pub const PATH: &str = "/v1/webhooks/alertmanager";
+/// How often the token is read again from its Secret.
+const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest notification accepted (Alertmanager's `max_alerts` keeps real
 /// ones far below this).
 const MAX_NOTIFICATION_BYTES: usize = 1 << 20;
@@ -74,8 +73,9 @@ impl WebhookToken {
         self.0.read().ok().and_then(|current| current.clone())
     }
 
-    /// Follows the Secret (a watch on that one name) until `shutdown`, so
-    /// that a rotated token takes effect without a restart.
+    /// Reads the Secret now and then every [`TOKEN_REFRESH`] until
+    /// `shutdown`, so that a rotated token takes effect without a restart.
+    /// A `get` by name: the operator never lists or watches Secrets.
     pub async fn follow(
         self,
         client: kube::Client,
@@ -83,32 +83,30 @@ impl WebhookToken {
         shutdown: CancellationToken,
     ) {
         let api: Api<Secret> = Api::namespaced(client, &secret.namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.name));
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut reported = None;
         loop {
-            let event = tokio::select! {
-                () = shutdown.cancelled() => return,
-                event = events.next() => event,
+            let (token, problem) = match api.get_opt(&secret.name).await {
+                Ok(Some(found)) => match token_of(&found, &secret.key) {
+                    Some(token) => (Some(token), None),
+                    None => (None, Some(format!("has no non-empty key {:?}", secret.key))),
+                },
+                Ok(None) => (None, Some("does not exist".to_owned())),
+                // Keep the last token through a passing API error.
+                Err(error) => (self.get(), Some(format!("cannot be read: {error}"))),
             };
-            match event {
-                Some(Ok(watcher::Event::Apply(found) | watcher::Event::InitApply(found))) => {
-                    let token = token_of(&found, &secret.key);
-                    if token.is_none() {
-                        tracing::warn!(
-                            secret = %found.name_any(),
-                            key = %secret.key,
-                            "the webhook token Secret has no such key (or it is empty): refusing every notification"
-                        );
-                    }
-                    self.set(token);
+            if problem != reported {
+                if let Some(problem) = &problem {
+                    tracing::warn!(
+                        secret = %format!("{}/{}", secret.namespace, secret.name),
+                        "the webhook token Secret {problem}; notifications are refused without a token"
+                    );
                 }
-                Some(Ok(watcher::Event::Delete(_))) => {
-                    tracing::warn!(secret = %secret.name, "the webhook token Secret was deleted: refusing every notification");
-                    self.set(None);
-                }
-                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-                Some(Err(error)) => tracing::warn!(%error, "cannot watch the webhook token Secret"),
-                None => return,
+                reported = problem;
+            }
+            self.set(token);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TOKEN_REFRESH) => {}
             }
         }
     }
