@@ -3,6 +3,7 @@
 //! follower serves assignments, and when the leader is killed with SIGKILL
 //! (no chance to release the lease) the follower takes over once the lease
 //! expires and carries the dial on: every step exactly once in its history.
+//! A webhook notification received by the follower takes effect too.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use support::{Operator, apply_yaml, chart_identity, control_plane, eventually};
-use weblab_operator::api::{WeblabDial, weblab_dial::DialPhase};
+use weblab_operator::api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase};
 
 /// Short lease timings so the test takes seconds, not the default 15 s.
 const LEASE: [&str; 6] = [
@@ -22,6 +23,11 @@ const LEASE: [&str; 6] = [
     "--retry-period",
     "500ms",
 ];
+
+/// The webhook token Secret, in the chart's release namespace as the chart
+/// deploys it (the only Secret namespace its RBAC grants without config).
+const TOKEN_SECRET: &str = "failover-webhook-token";
+const TOKEN: &str = "failover-token-91d2";
 
 const STEPS: [&str; 5] = [
     "C:90 T1:10",
@@ -66,12 +72,15 @@ async fn is_leader(operator: &Operator) -> bool {
 async fn start(identity: &str, namespace: &str) -> Operator {
     let plane = control_plane().await;
     let chart = chart_identity(plane).await;
+    let secret = format!("{}/{TOKEN_SECRET}", support::CHART_NAMESPACE);
     let mut args = vec![
         "--namespace",
         namespace,
         "--leader-election",
         "--identity",
         identity,
+        "--webhook-token-secret",
+        &secret,
     ];
     args.extend(LEASE);
     Operator::start_as(plane, chart, &args).await
@@ -82,6 +91,14 @@ async fn the_follower_serves_and_takes_over_a_progressing_dial_after_the_leader_
     let plane = control_plane().await;
     let chart = chart_identity(plane).await;
     let ns = plane.namespace("failover").await.expect("namespace");
+    apply_yaml(
+        plane,
+        support::CHART_NAMESPACE,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {TOKEN_SECRET}\nstringData:\n  token: {TOKEN}\n"
+        ),
+    )
+    .await;
     let first = start("replica-a", ns.name()).await;
     assert!(
         eventually(Duration::from_secs(30), || is_leader(&first)).await,
@@ -125,6 +142,50 @@ async fn the_follower_serves_and_takes_over_a_progressing_dial_after_the_leader_
         !is_leader(&second).await,
         "the follower answered as a follower"
     );
+
+    // A notification that reaches the follower is recorded by the follower.
+    apply_yaml(
+        plane,
+        ns.name(),
+        "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: pushed
+spec:
+  severity: Sev3
+  alertmanager:
+    matchers: [{name: alertname, value: FollowerTest}]
+",
+    )
+    .await;
+    let notification = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "weblab", "groupKey": "{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "FollowerTest"},
+                    "fingerprint": "f0110e4e5"}]
+    });
+    let alarms: Api<Alarm> = Api::namespaced(client.clone(), ns.name());
+    let recorded = eventually(Duration::from_secs(30), || async {
+        // The alarm may not be in the follower's cache at the first try.
+        let _ = support::http()
+            .post(format!("{}/v1/webhooks/alertmanager", second.base))
+            .bearer_auth(TOKEN)
+            .json(&notification)
+            .send()
+            .await;
+        alarms
+            .get("pushed")
+            .await
+            .ok()
+            .and_then(|alarm| alarm.status?.state)
+            == Some(AlarmState::Alarm)
+    })
+    .await;
+    assert!(
+        recorded,
+        "the follower did not record the alert:\n{}",
+        second.logs()
+    );
+    assert!(!is_leader(&second).await, "still a follower");
 
     let before = history_len().await;
     first.kill().await;

@@ -1,6 +1,7 @@
 //! GitOps never sees drift: every example is applied with the real kubectl
 //! (server-side apply, as Argo CD and Flux do), the operator reconciles them
-//! and a person aborts one dial through its annotation; re-applying the same
+//! an alert pushed to the operator's webhook rolls one dial back by itself,
+//! and a person aborts another through its annotation; re-applying the same
 //! manifests changes nothing and `kubectl diff` finds no difference, because
 //! the operator writes only status. `kubectl wait --for=condition=Ready`
 //! understands a dial's kstatus conditions.
@@ -56,8 +57,20 @@ async fn settle(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, Strin
 #[tokio::test]
 async fn reapplying_the_examples_after_the_operator_acted_shows_no_drift() {
     let plane = control_plane().await;
-    let (ns, operator) = operator_for_new_namespace(plane, "gitops").await;
-    let ns = ns.name();
+    let namespace = plane.namespace("gitops").await.expect("namespace");
+    let ns = namespace.name();
+    apply_yaml(
+        plane,
+        ns,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: webhook\nstringData:\n  token: gitops-token\n",
+    )
+    .await;
+    let secret = format!("{ns}/webhook");
+    let operator = support::Operator::start(
+        plane,
+        &["--namespace", ns, "--webhook-token-secret", &secret],
+    )
+    .await;
     let examples = support::repo_root().join("examples");
     let examples = examples.to_string_lossy();
     let apply = ["apply", "--server-side", "-n", ns, "-f", &*examples];
@@ -85,6 +98,37 @@ async fn reapplying_the_examples_after_the_operator_acted_shows_no_drift() {
     })
     .await;
     assert!(reconciled, "the dials got no status:\n{}", operator.logs());
+
+    // An alarm attached to the holiday dial fires (Alertmanager's
+    // notification, as it would push it): an automatic rollback in status.
+    let notification = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "weblab", "groupKey": "{}",
+        "alerts": [{"status": "firing", "fingerprint": "9a1c0ffee",
+                    "labels": {"alertname": "DeviceSyncCapacity", "severity": "page"}}]
+    });
+    let rolled_back = eventually(Duration::from_secs(60), || async {
+        let _ = support::http()
+            .post(format!("{}/v1/webhooks/alertmanager", operator.base))
+            .bearer_auth("gitops-token")
+            .json(&notification)
+            .send()
+            .await;
+        let output = kubectl(
+            plane,
+            &[
+                "get",
+                "-n",
+                ns,
+                "weblabdial/holiday-device-sync",
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+        )
+        .await;
+        output.stdout == b"RolledBack"
+    })
+    .await;
+    assert!(rolled_back, "no automatic rollback:\n{}", operator.logs());
 
     // A person aborts one dial: an annotation outside the manifests, and a
     // rolled-back allocation in status.
