@@ -12,54 +12,23 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Event;
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::{Value, json};
-use support::{Operator, annotate, apply_yaml, control_plane, eventually, http};
+use support::{
+    Operator, WEBHOOK_TOKEN, annotate, apply_yaml, control_plane, eventually, http,
+    operator_with_webhook,
+};
 use testenv::{
     Alert, Alertmanager, AlertmanagerOptions, MetricsEndpoint, Prometheus, PrometheusOptions,
 };
 use weblab_operator::api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase};
 
 const WAIT: Duration = Duration::from_secs(60);
-const TOKEN: &str = "alertmanager-to-weblab-7c1e";
 const WEBHOOK: &str = "/v1/webhooks/alertmanager";
-
-/// A namespace holding the webhook token Secret, and an operator watching it
-/// that reads the token from there.
-async fn start(prefix: &str) -> (testenv::TestNamespace, Operator) {
-    let plane = control_plane().await;
-    let namespace = plane.namespace(prefix).await.expect("namespace");
-    apply_yaml(
-        plane,
-        namespace.name(),
-        &format!(
-            "apiVersion: v1
-kind: Secret
-metadata:
-  name: weblab-webhook
-stringData:
-  token: {TOKEN}
-"
-        ),
-    )
-    .await;
-    let secret = format!("{}/weblab-webhook", namespace.name());
-    let operator = Operator::start(
-        plane,
-        &[
-            "--namespace",
-            namespace.name(),
-            "--webhook-token-secret",
-            &secret,
-        ],
-    )
-    .await;
-    (namespace, operator)
-}
 
 /// A real Alertmanager notifying `operator`'s webhook with the token.
 async fn alertmanager_for(operator: &Operator, name: &str) -> Alertmanager {
     let plane = control_plane().await;
     let mut options = AlertmanagerOptions::new(format!("{}{WEBHOOK}", operator.base));
-    options.bearer_token = Some(TOKEN.to_owned());
+    options.bearer_token = Some(WEBHOOK_TOKEN.to_owned());
     Alertmanager::start(plane.dir().join(format!("alertmanager-{name}")), options)
         .await
         .unwrap_or_else(|error| panic!("cannot start Alertmanager: {error}"))
@@ -187,7 +156,7 @@ async fn post_with(
 
 async fn notify(operator: &Operator, alerts: &[(&str, &str, &str)]) {
     let body = serde_json::to_vec(&notification(alerts)).expect("serializes");
-    let (status, text) = post(operator, Some(TOKEN), body).await;
+    let (status, text) = post(operator, Some(WEBHOOK_TOKEN), body).await;
     assert_eq!(status, 200, "webhook answered {text}");
 }
 
@@ -263,7 +232,7 @@ fn seen(dial: &WeblabDial, alarm: &str) -> Option<AlarmState> {
 #[tokio::test]
 async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retried() {
     let plane = control_plane().await;
-    let (ns, operator) = start("alarm-webhook").await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-webhook").await;
     let alertmanager = alertmanager_for(&operator, ns.name()).await;
     let manifests = [
         alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
@@ -394,7 +363,7 @@ async fn alerts_roll_back_by_severity_and_realm_and_stay_rolled_back_until_retri
 #[tokio::test]
 async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
     let plane = control_plane().await;
-    let (ns, operator) = start("alarm-retry").await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-retry").await;
     let alertmanager = alertmanager_for(&operator, ns.name()).await;
     let manifests = [
         alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
@@ -432,7 +401,7 @@ async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
 #[tokio::test]
 async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
     let plane = control_plane().await;
-    let (ns, operator) = start("alarm-flood").await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-flood").await;
     apply_yaml(
         plane,
         ns.name(),
@@ -453,24 +422,29 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
         ("wrong token", Some("guess"), firing.clone(), 401),
         (
             "a prefix of the token",
-            Some(&TOKEN[..8]),
+            Some(&WEBHOOK_TOKEN[..8]),
             firing.clone(),
             401,
         ),
         (
             "not JSON",
-            Some(TOKEN),
+            Some(WEBHOOK_TOKEN),
             b"{\"version\": \"4\", ".to_vec(),
             400,
         ),
         (
             "JSON of another shape",
-            Some(TOKEN),
+            Some(WEBHOOK_TOKEN),
             b"[1, 2, 3]".to_vec(),
             400,
         ),
-        ("another payload version", Some(TOKEN), old_version, 422),
-        ("2 MiB", Some(TOKEN), vec![b' '; 2 << 20], 413),
+        (
+            "another payload version",
+            Some(WEBHOOK_TOKEN),
+            old_version,
+            422,
+        ),
+        ("2 MiB", Some(WEBHOOK_TOKEN), vec![b' '; 2 << 20], 413),
     ];
     for (what, token, body, want) in cases {
         let (status, text) = post(&operator, token, body).await;
@@ -486,9 +460,9 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
     let garbage: Vec<(Option<&str>, Vec<u8>)> = vec![
         (None, firing.clone()),
         (Some("wrong"), firing.clone()),
-        (Some(TOKEN), b"\x00\xff\xfe garbage".to_vec()),
+        (Some(WEBHOOK_TOKEN), b"\x00\xff\xfe garbage".to_vec()),
         (
-            Some(TOKEN),
+            Some(WEBHOOK_TOKEN),
             b"{\"version\":\"4\",\"status\":\"firing\",\"alerts\":[{\"fingerprint\":\"\"}]}"
                 .to_vec(),
         ),
@@ -523,7 +497,7 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
     // A notification that matches nothing touches nothing...
     let body = serde_json::to_vec(&notification(&[("SomethingElse", "firing", "f-2")]))
         .expect("serializes");
-    let (status, text) = post(&operator, Some(TOKEN), body).await;
+    let (status, text) = post(&operator, Some(WEBHOOK_TOKEN), body).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"alarms\":0"), "{text}");
     assert_eq!(
@@ -563,7 +537,7 @@ async fn without_its_secret_the_webhook_refuses_everything() {
     .await;
     let body = serde_json::to_vec(&notification(&[("HighErrorRate", "firing", "f-1")]))
         .expect("serializes");
-    let (status, text) = post(&operator, Some(TOKEN), body).await;
+    let (status, text) = post(&operator, Some(WEBHOOK_TOKEN), body).await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("--webhook-token-secret"), "{text}");
 }
@@ -612,7 +586,7 @@ async fn error_ratio_scraped(name: &str, ratio: f64) -> (MetricsEndpoint, Promet
 #[tokio::test]
 async fn a_prometheus_threshold_rolls_back_and_the_dial_waits_for_a_retry() {
     let plane = control_plane().await;
-    let (ns, operator) = start("alarm-prom").await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-prom").await;
     let (endpoint, prometheus) = error_ratio_scraped(ns.name(), 0.01).await;
     let manifests = [
         prometheus_alarm("errors", &prometheus),
@@ -688,7 +662,7 @@ async fn a_prometheus_threshold_rolls_back_and_the_dial_waits_for_a_retry() {
 #[tokio::test]
 async fn with_prometheus_stopped_the_alarm_has_no_data_and_the_dial_holds() {
     let plane = control_plane().await;
-    let (ns, operator) = start("alarm-noprom").await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-noprom").await;
     let (_endpoint, mut prometheus) = error_ratio_scraped(ns.name(), 0.01).await;
     let stepped = "apiVersion: weblab.dev/v1alpha1
 kind: WeblabDial

@@ -1,7 +1,7 @@
 //! ChangeWindow end to end: the real operator evaluates windows against a
 //! real kube-apiserver; a dial-up waits while its window is closed, and a
-//! dial-down or an abort does not. Alarm states are written by the test
-//! (`kubectl patch --subresource=status`), and the merge-train gate of a
+//! dial-down or an abort does not. Alarms fire and resolve by alerts pushed
+//! to the operator's webhook, and the merge-train gate of a
 //! train the window lists is checked with `curl --fail`.
 
 mod support;
@@ -12,6 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use support::{
     Operator, apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace,
+    operator_with_webhook, push_alert,
 };
 use weblab_operator::api::{ChangeWindow, WeblabDial, weblab_dial::DialPhase};
 
@@ -201,7 +202,7 @@ async fn a_closed_window_holds_dial_ups_but_never_dial_downs_or_aborts() {
 #[tokio::test]
 async fn an_alarm_at_sev2_closes_the_window_at_once_and_its_recovery_reopens_it() {
     let plane = control_plane().await;
-    let (ns, operator) = operator_for_new_namespace(plane, "window-alarm").await;
+    let (ns, operator) = operator_with_webhook(plane, "window-alarm").await;
     let ns = ns.name().to_owned();
     let windows: Api<ChangeWindow> = Api::namespaced(plane.client().await.expect("client"), &ns);
 
@@ -228,34 +229,12 @@ spec:
         )
         .await;
     }
-    let set = |name: &'static str, state: &'static str| {
-        let ns = ns.clone();
-        async move {
-            let patch = serde_json::json!({"status": {"state": state}}).to_string();
-            let output = kubectl(
-                plane,
-                &[
-                    "patch",
-                    "-n",
-                    &ns,
-                    &format!("alarm/{name}"),
-                    "--subresource=status",
-                    "--type=merge",
-                    "-p",
-                    &patch,
-                ],
-            )
-            .await;
-            assert!(output.status.success(), "{}", support::describe(&output));
-        }
-    };
-
     // A Sev3 only notifies: the window stays open.
-    set("latency", "ALARM").await;
+    push_alert(&operator, "latency", "firing").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(window_open(&windows).await, Some(true));
 
-    set("api-errors", "ALARM").await;
+    push_alert(&operator, "api-errors", "firing").await;
     let closed = wait_window(&windows, false, &operator).await;
     assert_eq!(
         closed.status.and_then(|s| s.reason).as_deref(),
@@ -263,7 +242,7 @@ spec:
     );
     assert_eq!(curl_gate(&operator, &ns).await, 22);
 
-    set("api-errors", "OK").await;
+    push_alert(&operator, "api-errors", "resolved").await;
     wait_window(&windows, true, &operator).await;
     assert_eq!(curl_gate(&operator, &ns).await, 0);
 }

@@ -1,7 +1,7 @@
 //! MergeTrainPause end to end: the real operator process against a real
 //! kube-apiserver, manifests applied with `kubectl`, and the gate queried
-//! with the real `curl --fail` exactly as a CI job would. Alarm states are
-//! written by the test itself (`kubectl patch --subresource=status`).
+//! with the real `curl --fail` exactly as a CI job would. Alarms fire and
+//! resolve by alerts pushed to the operator's webhook, as Alertmanager would.
 
 mod support;
 
@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::{Api, ResourceExt, api::ListParams};
 use support::{
     Operator, apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace,
+    operator_with_webhook, push_alert,
 };
 use weblab_operator::api::{
     MergeTrainPause, WeblabDial, merge_train_pause::PausePhase, weblab_dial::DialPhase,
@@ -268,39 +269,15 @@ spec:
     )
 }
 
-/// Writes an alarm's status as the Alarm controller would.
-async fn set_alarm(plane: &testenv::ControlPlane, namespace: &str, name: &str, state: &str) {
-    let patch = serde_json::json!({"status": {
-        "state": state,
-        "reason": "written by the test",
-        "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).expect("rounds").to_string(),
-    }});
-    let output = kubectl(
-        plane,
-        &[
-            "patch",
-            "-n",
-            namespace,
-            &format!("alarm/{name}"),
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch.to_string(),
-        ],
-    )
-    .await;
-    assert!(output.status.success(), "{}", support::describe(&output));
-}
-
 #[tokio::test]
 async fn resume_when_waits_for_the_alarm_to_be_ok_for_clear_for() {
     let plane = control_plane().await;
-    let (ns, operator) = operator_for_new_namespace(plane, "mtp-resume").await;
+    let (ns, operator) = operator_with_webhook(plane, "mtp-resume").await;
     let ns = ns.name().to_owned();
     let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
 
     apply_yaml(plane, &ns, &alarm_yaml("api-errors")).await;
-    set_alarm(plane, &ns, "api-errors", "ALARM").await;
+    push_alert(&operator, "api-errors", "firing").await;
     apply_yaml(
         plane,
         &ns,
@@ -316,7 +293,7 @@ async fn resume_when_waits_for_the_alarm_to_be_ok_for_clear_for() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(phase(&api, "incident").await, Some(PausePhase::Paused));
 
-    set_alarm(plane, &ns, "api-errors", "OK").await;
+    push_alert(&operator, "api-errors", "resolved").await;
     let cleared = jiff::Timestamp::now();
     wait_for_phase(&api, "incident", PausePhase::Resumed, &operator).await;
     let resumed_at = api
@@ -338,14 +315,14 @@ async fn resume_when_waits_for_the_alarm_to_be_ok_for_clear_for() {
 #[tokio::test]
 async fn a_dial_rolled_back_by_an_alarm_pauses_its_trains_until_retried() {
     let plane = control_plane().await;
-    let (ns, operator) = operator_for_new_namespace(plane, "mtp-dial").await;
+    let (ns, operator) = operator_with_webhook(plane, "mtp-dial").await;
     let ns = ns.name().to_owned();
     let client = plane.client().await.expect("client");
     let pauses: Api<MergeTrainPause> = Api::namespaced(client.clone(), &ns);
     let dials: Api<WeblabDial> = Api::namespaced(client, &ns);
 
     apply_yaml(plane, &ns, &alarm_yaml("checkout-errors")).await;
-    set_alarm(plane, &ns, "checkout-errors", "OK").await;
+    push_alert(&operator, "checkout-errors", "resolved").await;
     apply_yaml(
         plane,
         &ns,
@@ -387,7 +364,7 @@ spec:
     );
     assert_eq!(curl_gate(&operator, &ns, "web-main").await, 0);
 
-    set_alarm(plane, &ns, "checkout-errors", "ALARM").await;
+    push_alert(&operator, "checkout-errors", "firing").await;
     assert!(
         dial_phase(DialPhase::RolledBack).await,
         "log:\n{}",
@@ -402,7 +379,7 @@ spec:
     );
     assert_eq!(curl_gate(&operator, &ns, "web-main").await, 22);
 
-    set_alarm(plane, &ns, "checkout-errors", "OK").await;
+    push_alert(&operator, "checkout-errors", "resolved").await;
     let output = kubectl(
         plane,
         &[

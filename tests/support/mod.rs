@@ -385,3 +385,67 @@ pub async fn helm(plane: &ControlPlane, args: &[&str]) -> Output {
     command.args(args).kill_on_drop(true);
     command.output().await.expect("helm runs")
 }
+
+/// The Alertmanager webhook token of [`operator_with_webhook`].
+pub const WEBHOOK_TOKEN: &str = "alertmanager-to-weblab-7c1e";
+
+/// A fresh namespace holding the webhook token Secret, and an operator
+/// watching it that takes its Alertmanager webhook token from there.
+pub async fn operator_with_webhook(
+    plane: &ControlPlane,
+    prefix: &str,
+) -> (testenv::TestNamespace, Operator) {
+    let namespace = plane.namespace(prefix).await.expect("namespace");
+    apply_yaml(
+        plane,
+        namespace.name(),
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: weblab-webhook\nstringData:\n  token: {WEBHOOK_TOKEN}\n"
+        ),
+    )
+    .await;
+    let secret = format!("{}/weblab-webhook", namespace.name());
+    let operator = Operator::start(
+        plane,
+        &[
+            "--namespace",
+            namespace.name(),
+            "--webhook-token-secret",
+            &secret,
+        ],
+    )
+    .await;
+    (namespace, operator)
+}
+
+/// Pushes one alert named `alertname` (`firing` or `resolved`) to the
+/// operator's webhook as Alertmanager would (payload version 4), until the
+/// operator has recorded it on at least one alarm (the alarm may reach the
+/// operator's cache a moment after it was applied).
+pub async fn push_alert(operator: &Operator, alertname: &str, status: &str) {
+    let notification = serde_json::json!({
+        "version": "4", "status": status, "receiver": "weblab", "groupKey": "{}",
+        "alerts": [{"status": status, "labels": {"alertname": alertname},
+                    "fingerprint": format!("test-{alertname}")}]
+    });
+    let client = http();
+    let recorded = eventually(std::time::Duration::from_secs(30), || async {
+        let Ok(response) = client
+            .post(format!("{}/v1/webhooks/alertmanager", operator.base))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .json(&notification)
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        answer["alarms"].as_u64().is_some_and(|alarms| alarms > 0)
+    })
+    .await;
+    assert!(
+        recorded,
+        "the operator never recorded {alertname} {status}:\n{}",
+        operator.logs()
+    );
+}
