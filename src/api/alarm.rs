@@ -210,9 +210,11 @@ pub struct LabelMatcher {
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
     )]
     pub name: String,
-    /// How the value is compared.
-    #[serde(default)]
-    pub operator: MatchOperator,
+    /// How the value is compared; absent means `=`. Not defaulted by the
+    /// API server: a default inside this (atomic) list would make every
+    /// server-side re-apply of an unchanged manifest a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<MatchOperator>,
     /// The value, or a regular expression for `=~` and `!~`.
     #[schemars(length(max = 1024))]
     pub value: String,

@@ -104,7 +104,7 @@ impl Matchers {
     pub fn compile(matchers: &[LabelMatcher]) -> Result<Self, String> {
         matchers
             .iter()
-            .map(|m| match m.operator {
+            .map(|m| match m.operator.unwrap_or_default() {
                 MatchOperator::Matches | MatchOperator::NotMatches => {
                     // Alertmanager anchors matcher expressions at both ends.
                     Regex::new(&format!("^(?:{})$", m.value))
@@ -124,7 +124,7 @@ impl Matchers {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|(m, re)| {
             let value = labels.get(&m.name).map_or("", String::as_str);
-            match (m.operator, re) {
+            match (m.operator.unwrap_or_default(), re) {
                 (MatchOperator::Equal, _) => value == m.value,
                 (MatchOperator::NotEqual, _) => value != m.value,
                 (MatchOperator::Matches, Some(re)) => re.is_match(value),
@@ -277,7 +277,7 @@ mod tests {
     fn matcher(name: &str, operator: MatchOperator, value: &str) -> LabelMatcher {
         LabelMatcher {
             name: name.to_owned(),
-            operator,
+            operator: Some(operator),
             value: value.to_owned(),
         }
     }
