@@ -126,6 +126,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         ready: ready.clone(),
         dials: dials.clone(),
         alarms: alarms.clone(),
+        firing: alarm_cx.firing.clone(),
         webhook_token,
         pauses: pauses.clone(),
         windows: windows.clone(),

@@ -13,11 +13,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{
+    ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use crate::{
-    api::WeblabDial,
+    api::{Alarm, WeblabDial, weblab_dial::RealmAllocation},
     assignment::{Assignment, AssignmentReason, DialRules, RealmLayout},
+    controllers::{
+        alarm::Firing,
+        weblab_dial::{plan, reading},
+    },
 };
 
 /// How old the index of dial names may get before a root-mounted OFREP
@@ -47,6 +54,8 @@ pub(crate) struct CompiledDial {
     /// `status.observedGeneration`: the spec the served layouts follow.
     pub observed_generation: Option<i64>,
     resource_version: String,
+    /// The [`Firing`] epoch this compilation took the alarms from.
+    alarm_epoch: u64,
     rules: DialRules,
     /// In `spec.realms` order.
     realms: Vec<CompiledRealm>,
@@ -94,7 +103,19 @@ pub(crate) enum RealmError {
 impl CompiledDial {
     /// Compiles `dial`: the override index and the per-realm layouts are
     /// built here, once per change, never per request.
+    #[cfg(test)]
     pub fn compile(dial: &WeblabDial) -> Result<CompiledDial, CompileError> {
+        let served = dial.status.as_ref().map_or(&[][..], |s| &s.realms[..]);
+        Self::compile_serving(dial, served, 0)
+    }
+
+    /// Compiles `dial` to serve `served` rather than its status' realms
+    /// (a rollback not yet written), as of the alarm epoch `alarm_epoch`.
+    fn compile_serving(
+        dial: &WeblabDial,
+        served: &[RealmAllocation],
+        alarm_epoch: u64,
+    ) -> Result<CompiledDial, CompileError> {
         let spec = &dial.spec;
         let rules = DialRules::from_spec(spec).ok_or(CompileError::NoTreatments)?;
         if spec.realms.is_empty() {
@@ -102,7 +123,6 @@ impl CompiledDial {
         }
         let namespace = dial.metadata.namespace.clone().unwrap_or_default();
         let name = dial.metadata.name.clone().unwrap_or_default();
-        let served = dial.status.as_ref().map_or(&[][..], |s| &s.realms[..]);
         let realms = spec
             .realms
             .iter()
@@ -135,6 +155,7 @@ impl CompiledDial {
             generation: dial.metadata.generation.unwrap_or_default(),
             observed_generation: dial.status.as_ref().and_then(|s| s.observed_generation),
             resource_version: dial.metadata.resource_version.clone().unwrap_or_default(),
+            alarm_epoch,
             rules,
             realms,
         })
@@ -221,6 +242,11 @@ impl NameIndex {
 /// pruned in bulk, so the map stays near the number of dials that exist.
 pub(crate) struct DialCatalog {
     stores: Vec<Store<WeblabDial>>,
+    /// The alarm caches, and what may fire in them: a dial whose attached
+    /// alarm fires is served rolled back at once, as its controller is about
+    /// to write it.
+    alarms: Vec<Store<Alarm>>,
+    firing: Arc<Firing>,
     ready: Arc<AtomicBool>,
     /// namespace -> name -> compiled dial; nested so that a lookup by `&str`
     /// allocates nothing.
@@ -236,6 +262,8 @@ impl DialCatalog {
     pub fn new(stores: Vec<Store<WeblabDial>>, ready: Arc<AtomicBool>) -> Self {
         DialCatalog {
             stores,
+            alarms: Vec::new(),
+            firing: Arc::default(),
             ready,
             compiled: RwLock::default(),
             names: RwLock::new(Arc::new(NameIndex {
@@ -244,6 +272,14 @@ impl DialCatalog {
             })),
             rebuilding_names: Mutex::new(()),
         }
+    }
+
+    /// Serves dials rolled back as soon as an attached alarm in `alarms`
+    /// fires (by `firing`), rather than after the status write.
+    pub fn with_alarms(mut self, alarms: Vec<Store<Alarm>>, firing: Arc<Firing>) -> Self {
+        self.alarms = alarms;
+        self.firing = firing;
+        self
     }
 
     /// Whether the caches have synced, so that "not found" means not found.
@@ -334,6 +370,7 @@ impl DialCatalog {
     /// The compiled view of `dial`, compiled now if the cached one is for
     /// another `resourceVersion`.
     fn compiled_for(&self, dial: &WeblabDial) -> Result<Arc<CompiledDial>, CompileError> {
+        let epoch = self.firing.epoch();
         let namespace = dial.metadata.namespace.as_deref().unwrap_or_default();
         let name = dial.metadata.name.as_deref().unwrap_or_default();
         let version = dial
@@ -347,7 +384,9 @@ impl DialCatalog {
             .unwrap_or_else(PoisonError::into_inner)
             .get(namespace)
             .and_then(|names| names.get(name))
-            .filter(|compiled| compiled.resource_version == version)
+            .filter(|compiled| {
+                compiled.resource_version == version && compiled.alarm_epoch == epoch
+            })
             .cloned();
         if let Some(compiled) = hit {
             return Ok(compiled);
@@ -355,7 +394,13 @@ impl DialCatalog {
         // Compiled outside the lock: other requests keep being served. Two
         // requests may compile the same change; the last insert wins, and a
         // stale one is replaced by the next request that notices.
-        let compiled = Arc::new(CompiledDial::compile(dial)?);
+        let compiled = Arc::new(match self.rolled_back_now(dial, namespace) {
+            Some(realms) => CompiledDial::compile_serving(dial, &realms, epoch)?,
+            None => {
+                let served = dial.status.as_ref().map_or(&[][..], |s| &s.realms[..]);
+                CompiledDial::compile_serving(dial, served, epoch)?
+            }
+        });
         let mut map = self
             .compiled
             .write()
@@ -365,6 +410,40 @@ impl DialCatalog {
             .insert(name.to_owned(), compiled.clone());
         self.prune(&mut map);
         Ok(compiled)
+    }
+
+    /// The realms `dial` serves once the attached alarms that fire now have
+    /// rolled it back, when they change what its status says: each
+    /// candidate is read fresh from the alarm cache.
+    fn rolled_back_now(&self, dial: &WeblabDial, namespace: &str) -> Option<Vec<RealmAllocation>> {
+        let readings: Vec<plan::AlarmReading> = self
+            .firing
+            .in_namespace(namespace)
+            .iter()
+            .filter_map(|hint| {
+                let key = ObjectRef::from(hint.as_ref());
+                self.alarms.iter().find_map(|store| store.get(&key))
+            })
+            .filter(|alarm| {
+                dial.spec
+                    .rollback
+                    .alarms
+                    .selects(&alarm.name_any(), alarm.labels())
+                    .unwrap_or(false)
+            })
+            .map(|alarm| reading(&alarm))
+            .collect();
+        if readings.is_empty() {
+            return None;
+        }
+        let status = dial.status.clone().unwrap_or_default();
+        plan::rolled_back_realms(
+            &dial.spec,
+            dial.metadata.generation.unwrap_or_default(),
+            &status,
+            &readings,
+            jiff::Timestamp::now(),
+        )
     }
 
     /// Drops the compiled entry of a dial that is gone from the caches.
@@ -621,6 +700,77 @@ pub(crate) mod tests {
         assert_eq!(seen.len(), 2, "both treatments are served");
         assert_eq!(dial.generation, 3);
         assert_eq!(dial.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_firing_attached_alarm_is_served_as_a_rollback_before_the_status_write() {
+        let full = serde_json::json!({"realm": "NA", "allocation": {"T1": 100},
+            "buckets": [{"treatment": "T1", "start": 0, "end": 10000}]});
+        let mut eu = full.clone();
+        eu["realm"] = "EU".into();
+        let guarded = dial(
+            "ns",
+            "guarded",
+            "1",
+            serde_json::json!({
+                "spec": {"weblab": "G", "treatments": ["C", "T1"], "realms": ["NA", "EU"],
+                         "allocation": {"T1": 100}, "rollback": {"alarms": {"names": ["errors"]}}},
+                "status": {"realms": [full, eu]},
+            }),
+        );
+        let (catalog, _dials) = catalog_with(&[guarded]);
+        let (alarms, mut alarm_writer) = reflector::store();
+        let firing = Arc::new(Firing::default());
+        let catalog = catalog.with_alarms(vec![alarms], firing.clone());
+        let served = |realm: &str| {
+            let dial = found(catalog.get("ns", "guarded"));
+            let realm = dial.realm(Some(realm)).expect("listed");
+            let assignment = dial.assign(realm, "unit-1", &[]);
+            (assignment.treatment.to_owned(), assignment.reason)
+        };
+        let alarm = |name: &str, state: &str| -> Arc<Alarm> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "weblab.dev/v1alpha1", "kind": "Alarm",
+                    "metadata": {"namespace": "ns", "name": name},
+                    "spec": {"severity": "Sev2", "realm": "EU",
+                             "alertmanager": {"matchers": [{"name": "alertname", "value": "E"}]}},
+                    "status": {"state": state},
+                }))
+                .expect("a valid Alarm"),
+            )
+        };
+        let mut set = |alarm: Arc<Alarm>| {
+            alarm_writer.apply_watcher_event(&watcher::Event::Apply(alarm.as_ref().clone()));
+            firing.observe(&alarm);
+        };
+        assert_eq!(
+            served("EU"),
+            ("T1".to_owned(), AssignmentReason::Allocation)
+        );
+
+        // An alarm the dial does not attach changes nothing.
+        set(alarm("other", "ALARM"));
+        assert_eq!(
+            served("EU"),
+            ("T1".to_owned(), AssignmentReason::Allocation)
+        );
+
+        // The attached alarm, scoped to EU, fires: EU is served rolled back
+        // at once, NA is not, though the status still says T1 everywhere.
+        set(alarm("errors", "ALARM"));
+        assert_eq!(served("EU"), ("C".to_owned(), AssignmentReason::Rollback));
+        assert_eq!(
+            served("NA"),
+            ("T1".to_owned(), AssignmentReason::Allocation)
+        );
+
+        // It clears before the controller wrote anything: back to the status.
+        set(alarm("errors", "OK"));
+        assert_eq!(
+            served("EU"),
+            ("T1".to_owned(), AssignmentReason::Allocation)
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct ServerState {
     pub dials: Vec<Store<WeblabDial>>,
     /// The alarm caches, one per watched scope.
     pub alarms: Vec<Store<Alarm>>,
+    /// What may be firing, as the alarm controller last saw it.
+    pub firing: Arc<crate::controllers::alarm::Firing>,
     /// The Alertmanager webhook's bearer token.
     pub webhook_token: alertmanager::WebhookToken,
     /// The merge-train pause caches, one per watched scope.
@@ -65,10 +67,10 @@ pub struct ServerState {
 /// The router with every endpoint.
 pub fn router(state: ServerState) -> Router {
     // One catalog (and compiled-dial cache) shared by both assignment APIs.
-    let catalog = Arc::new(dials::DialCatalog::new(
-        state.dials.clone(),
-        state.ready.clone(),
-    ));
+    let catalog = Arc::new(
+        dials::DialCatalog::new(state.dials.clone(), state.ready.clone())
+            .with_alarms(state.alarms.clone(), state.firing.clone()),
+    );
     let registry = state.ctx.metrics.clone();
     let receiver = alertmanager::Receiver {
         ctx: state.ctx.clone(),

@@ -202,6 +202,36 @@ pub fn decide(world: &World<'_>) -> Decision {
     draft.finish(phase)
 }
 
+/// The realms a dial serves once the alarms in `alarms` that roll it back
+/// have done so: exactly what [`decide`] writes for them, computed without
+/// the rest of the decision, so that the assignment API can serve a rollback
+/// as soon as it sees the alarm, before the status write lands. `None` when
+/// none of them rolls the dial back.
+pub fn rolled_back_realms(
+    spec: &WeblabDialSpec,
+    generation: i64,
+    status: &WeblabDialStatus,
+    alarms: &[AlarmReading],
+    now: Timestamp,
+) -> Option<Vec<RealmAllocation>> {
+    let world = World {
+        spec,
+        generation,
+        status,
+        alarms,
+        missing: &[],
+        window: WindowGate::Open,
+        request: None,
+        now,
+    };
+    let mut draft = Draft::new(&world);
+    if !alarms.iter().any(|alarm| draft.rolls_back(alarm)) {
+        return None;
+    }
+    draft.roll_back_for_alarms();
+    Some(draft.status.realms)
+}
+
 struct Draft<'w, 'a> {
     world: &'w World<'a>,
     status: WeblabDialStatus,
