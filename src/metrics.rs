@@ -37,6 +37,10 @@ pub struct Metrics {
     pub assignment_requests: IntCounterVec,
     /// How long assignment API requests take to answer, by API.
     pub assignment_duration: HistogramVec,
+    /// Rollbacks that ended, by result (`succeeded`, `failed`, `refused`).
+    pub rollbacks: IntCounterVec,
+    /// How long rollback waves take, from start to verified (or failed).
+    pub rollback_wave_duration: HistogramVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -154,6 +158,28 @@ impl Metrics {
                         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
                     ]),
                     &["api"],
+                )
+                .map_err(Error::Metrics)?,
+            )?,
+            rollbacks: register(
+                &registry,
+                counter(
+                    "rollbacks_total",
+                    "Rollbacks that ended, by result",
+                    &["result"],
+                )?,
+            )?,
+            rollback_wave_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rollback_wave_duration_seconds",
+                        "Time from a rollback wave's start to its verification or failure",
+                    )
+                    .buckets(vec![
+                        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
+                    ]),
+                    &["result"],
                 )
                 .map_err(Error::Metrics)?,
             )?,

@@ -6,6 +6,7 @@
 //! leadership reconciles everything at once.
 
 pub mod alarm;
+pub mod rollback;
 pub mod weblab_dial;
 
 use std::{fmt::Debug, time::Duration};
