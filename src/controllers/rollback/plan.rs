@@ -887,24 +887,38 @@ impl Planner<'_> {
         }
     }
 
+    /// An alarm that enters ALARM after the rollout fails the region at
+    /// once (the rollback made things worse); one already firing at the
+    /// rollout has the bake to clear (the rollback did not help otherwise).
     fn bake(&mut self, wave: &mut WaveStatus) {
         let severities = &self.world.spec.verification.severities;
-        if let Some(alarm) = self
+        let rolled_out = wave.rolled_out_at.as_ref().map_or(self.world.now, |t| t.0);
+        let bake = self.world.spec.verification.bake.get();
+        let baked = elapsed(rolled_out, self.world.now) >= bake;
+        let firing = self
             .world
             .verification_alarms
             .iter()
-            .find(|a| a.state == AlarmState::Alarm && severities.contains(&a.severity))
-        {
-            let why = format!(
-                "alarm {} entered ALARM at {} during the bake",
-                alarm.name, alarm.severity
-            );
-            self.fail_wave(wave, why);
-            return;
+            .filter(|a| a.state == AlarmState::Alarm && severities.contains(&a.severity));
+        for alarm in firing {
+            let entered_since_rollout = alarm.since.is_some_and(|since| since > rolled_out);
+            if entered_since_rollout || baked {
+                let why = if entered_since_rollout {
+                    format!(
+                        "alarm {} entered ALARM at {} during the bake",
+                        alarm.name, alarm.severity
+                    )
+                } else {
+                    format!(
+                        "alarm {} ({}) is still in ALARM {} after the rollout: the rollback did not clear it",
+                        alarm.name, alarm.severity, self.world.spec.verification.bake
+                    )
+                };
+                self.fail_wave(wave, why);
+                return;
+            }
         }
-        let rolled_out = wave.rolled_out_at.as_ref().map_or(self.world.now, |t| t.0);
-        let bake = self.world.spec.verification.bake.get();
-        if elapsed(rolled_out, self.world.now) >= bake {
+        if baked {
             wave.phase = WavePhase::Succeeded;
             wave.finished_at = Some(self.now.clone());
             let took = wave

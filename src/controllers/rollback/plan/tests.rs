@@ -371,6 +371,42 @@ fn an_alarm_during_the_bake_fails_the_region() {
 }
 
 #[test]
+fn an_alarm_firing_before_the_rollout_has_the_bake_to_clear() {
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    case.alarms = vec![alarm(AlarmState::Alarm, Severity::Sev2, t(-120))];
+    case.step();
+    case.step();
+    case.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    case.later(10);
+    case.step();
+    assert_eq!(case.wave("prodNA").phase, WavePhase::Baking);
+    case.later(600);
+    case.step();
+    assert_eq!(
+        case.wave("prodNA").phase,
+        WavePhase::Baking,
+        "may still clear"
+    );
+    case.alarms = vec![alarm(AlarmState::Ok, Severity::Sev2, t(700))];
+    case.later(300);
+    case.step();
+    assert_eq!(case.wave("prodNA").phase, WavePhase::Succeeded);
+
+    // Another region where it never clears fails at the end of its bake.
+    case.alarms = vec![alarm(AlarmState::Alarm, Severity::Sev2, t(800))];
+    case.set_region("prodFE", read(vec![graphql("3.240.0")]));
+    case.step();
+    case.later(10);
+    case.step();
+    assert_eq!(case.wave("prodFE").phase, WavePhase::Baking);
+    case.later(900);
+    case.step();
+    let message = case.wave("prodFE").message.clone().unwrap_or_default();
+    assert!(message.contains("did not clear it"), "{message}");
+    assert_eq!(case.status.phase, Some(RollbackPhase::Failed));
+}
+
+#[test]
 fn parallel_waves_start_up_to_the_limit() {
     let mut case = Case::new(four_regions(2), read(vec![graphql("3.242.1")]));
     case.step();
