@@ -705,3 +705,206 @@ spec:
     drop(there);
     remote.stop();
 }
+
+/// After a rollback, something (here kubectl, as a GitOps auto-sync would)
+/// re-applies the bad release: the rollback reports it and leaves it be.
+/// The merge-train pause it owns exists while it runs and is lifted after.
+#[tokio::test]
+async fn a_re_applied_bad_release_is_reported_not_fought() {
+    let plane = plane().await;
+    let namespace = plane.namespace("rbk-gitops").await.expect("namespace");
+    let ns = namespace.name();
+    let operator = Operator::start(plane, &["--namespace", ns]).await;
+    release(plane, ns, "graphql-api", "v1").await;
+    release(plane, ns, "graphql-api", "v2").await;
+    apply_yaml(
+        plane,
+        ns,
+        &format!(
+            "apiVersion: weblab.dev/v1alpha1
+kind: Rollback
+metadata:
+  name: back-to-v1
+spec:
+  targets: [{{kind: Deployment, name: graphql-api}}]
+  waves: [{{region: prodNA, namespace: {ns}}}]
+  target: {{type: Revision, revision: 1}}
+  verification: {{rolloutDeadline: 60s, bake: 4s}}
+  pauseMergeTrains: [{{train: graphql-main}}]
+"
+        ),
+    )
+    .await;
+    let client = plane.client().await.expect("client");
+    let pauses: Api<weblab_operator::api::MergeTrainPause> = Api::namespaced(client.clone(), ns);
+    let paused = eventually(WAIT, || async {
+        pauses
+            .get_opt("back-to-v1-graphql-main")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    assert!(paused, "no owned pause\nlog:\n{}", operator.logs());
+    let pause = pauses
+        .get("back-to-v1-graphql-main")
+        .await
+        .expect("the pause exists");
+    let owner = pause.owner_references().first().cloned().expect("owned");
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Rollback", "back-to-v1", Some(true))
+    );
+
+    let rollbacks: Api<Rollback> = Api::namespaced(client.clone(), ns);
+    wait_phase(
+        &rollbacks,
+        "back-to-v1",
+        RollbackPhase::Succeeded,
+        &operator,
+        WAIT,
+    )
+    .await;
+    let lifted = eventually(WAIT, || async {
+        pauses
+            .get_opt("back-to-v1-graphql-main")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
+    assert!(lifted, "the pause was not lifted");
+    assert_eq!(image(plane, ns, "graphql-api").await, format!("{IMAGE}:v1"));
+
+    release(plane, ns, "graphql-api", "v2").await;
+    let reported = eventually(WAIT, || async {
+        let status = rollback_status(&rollbacks, "back-to-v1").await;
+        status
+            .waves
+            .first()
+            .and_then(|w| w.workloads.first())
+            .is_some_and(|w| w.result == WorkloadResult::Overwritten)
+    })
+    .await;
+    let status = rollback_status(&rollbacks, "back-to-v1").await;
+    assert!(
+        reported,
+        "never reported: {status:#?}\nlog:\n{}",
+        operator.logs()
+    );
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "Overwritten")
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let warned = eventually(WAIT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .map(|list| {
+                list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some("Overwritten")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(warned, "no Warning event");
+    // Not fought: the re-applied release stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(image(plane, ns, "graphql-api").await, format!("{IMAGE}:v2"));
+    assert_eq!(
+        rollback_status(&rollbacks, "back-to-v1").await.phase,
+        Some(RollbackPhase::Succeeded)
+    );
+}
+
+/// A StatefulSet returns to an earlier ControllerRevision.
+#[tokio::test]
+async fn a_stateful_set_returns_to_an_earlier_controller_revision() {
+    let plane = plane().await;
+    let namespace = plane.namespace("rbk-sts").await.expect("namespace");
+    let ns = namespace.name();
+    let operator = Operator::start(plane, &["--namespace", ns]).await;
+    let ledger = |tag: &str| {
+        format!(
+            "apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: ledger
+spec:
+  replicas: 1
+  serviceName: ledger
+  selector:
+    matchLabels: {{app: ledger}}
+  template:
+    metadata:
+      labels: {{app: ledger}}
+    spec:
+      containers:
+        - name: app
+          image: {IMAGE}-ledger:{tag}
+"
+        )
+    };
+    let client = plane.client().await.expect("client");
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), ns);
+    for tag in ["v1", "v2"] {
+        apply_yaml(plane, ns, &ledger(tag)).await;
+        let done = eventually(WAIT, || async {
+            sets.get("ledger")
+                .await
+                .ok()
+                .and_then(|s| s.status)
+                .is_some_and(|s| {
+                    s.ready_replicas == Some(1)
+                        && s.updated_replicas == Some(1)
+                        && s.current_revision.is_some()
+                        && s.current_revision == s.update_revision
+                })
+        })
+        .await;
+        assert!(done, "ledger {tag} never rolled out");
+    }
+    apply_yaml(
+        plane,
+        ns,
+        &format!(
+            "apiVersion: weblab.dev/v1alpha1
+kind: Rollback
+metadata:
+  name: ledger-v1
+spec:
+  targets: [{{kind: StatefulSet, name: ledger}}]
+  waves: [{{region: prodNA, namespace: {ns}}}]
+  target: {{type: ImageTag, imageTag: v1}}
+  verification: {{rolloutDeadline: 60s, bake: 1s}}
+"
+        ),
+    )
+    .await;
+    let rollbacks: Api<Rollback> = Api::namespaced(client.clone(), ns);
+    let status = wait_phase(
+        &rollbacks,
+        "ledger-v1",
+        RollbackPhase::Succeeded,
+        &operator,
+        WAIT,
+    )
+    .await;
+    assert_eq!(status.waves[0].workloads[0].to_revision, Some(1));
+    let image = sets
+        .get("ledger")
+        .await
+        .ok()
+        .and_then(|s| s.spec?.template.spec?.containers.first()?.image.clone());
+    assert_eq!(image, Some(format!("{IMAGE}-ledger:v1")));
+}
