@@ -61,6 +61,13 @@ fn deployment(name: &str, tag: &str, unschedulable: bool) -> String {
     } else {
         ""
     };
+    // Later releases add an environment variable: a rollback must remove it,
+    // not merge the old template into the new one.
+    let env = if tag == "v1" {
+        String::new()
+    } else {
+        format!("          env: [{{name: RELEASE, value: \"{tag}\"}}]\n")
+    };
     format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -80,7 +87,7 @@ spec:
 {selector}      containers:
         - name: app
           image: {IMAGE}:{tag}
-"
+{env}"
     )
 }
 
@@ -777,6 +784,21 @@ spec:
     .await;
     assert!(lifted, "the pause was not lifted");
     assert_eq!(image(plane, ns, "graphql-api").await, format!("{IMAGE}:v1"));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let restored = deployments.get("graphql-api").await.expect("exists");
+    let template = restored.spec.expect("spec").template;
+    assert_eq!(
+        template.spec.expect("pod spec").containers[0].env,
+        None,
+        "v2's env var survived the rollback"
+    );
+    assert!(
+        !template
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default()
+            .contains_key("pod-template-hash")
+    );
 
     release(plane, ns, "graphql-api", "v2").await;
     let reported = eventually(WAIT, || async {

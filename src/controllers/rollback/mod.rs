@@ -119,10 +119,16 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     });
 
     let reference = rollback.object_ref(&());
-    for restore in &decision.restores {
-        let Some(wave) = spec.waves.iter().find(|w| w.region == restore.region) else {
-            continue;
-        };
+    // Restores run concurrently: a region's workloads are independent.
+    let restores = decision.restores.iter().map(|restore| async {
+        let wave = spec
+            .waves
+            .iter()
+            .find(|w| w.region == restore.region)
+            .ok_or_else(|| Error::Region {
+                region: restore.region.clone(),
+                why: "not in spec.waves any more".to_owned(),
+            })?;
         let client = cx
             .clusters
             .client(&ctx.client, &namespace, wave)
@@ -131,15 +137,19 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                 region: wave.region.clone(),
                 why,
             })?;
-        let restored = workloads::restore(
+        workloads::restore(
             &client,
             &wave.namespace,
             restore.kind,
             &restore.name,
             &restore.hash,
         )
-        .await;
-        if let Err(error) = restored {
+        .await
+    });
+    let outcomes = futures::future::join_all(restores).await;
+    let mut first_error = None;
+    for (restore, outcome) in decision.restores.iter().zip(outcomes) {
+        if let Err(error) = outcome {
             let note = Note::warning(
                 "RestoreFailed",
                 format!(
@@ -148,8 +158,13 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                 ),
             );
             ctx.publish(&reference, "Rollback", &note).await;
-            return Err(error);
+            first_error.get_or_insert(error);
         }
+    }
+    // Restored workloads are restored again harmlessly at the retry; the
+    // status is written only once every restore of this step went through.
+    if let Some(error) = first_error {
+        return Err(error);
     }
     for mark in &decision.marks {
         let Some(wave) = spec.waves.iter().find(|w| w.region == mark.region) else {

@@ -680,6 +680,11 @@ impl Planner<'_> {
 
     fn start_wave(&mut self, wave: &mut WaveStatus) {
         let view = match self.world.regions.get(&wave.region) {
+            Some(RegionView::Read { not_found, .. }) if !not_found.is_empty() => {
+                wave.started_at = Some(self.now.clone());
+                self.fail_wave(wave, not_found.join("; "));
+                return;
+            }
             Some(RegionView::Read { workloads, .. }) => workloads,
             Some(RegionView::Unreachable(why)) => {
                 self.waiting = Some(format!("cannot read region {}: {why}", wave.region));

@@ -259,6 +259,27 @@ fn a_missing_named_target_is_refused() {
 }
 
 #[test]
+fn a_target_gone_when_its_region_starts_fails_that_region() {
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    case.step();
+    case.step();
+    case.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    case.step();
+    case.set_region(
+        "prodFE",
+        RegionView::Read {
+            workloads: Vec::new(),
+            not_found: vec!["Deployment graphql-api not found in namespace fe".to_owned()],
+        },
+    );
+    case.later(900);
+    case.step();
+    assert_eq!(case.status.phase, Some(RollbackPhase::Failed));
+    let message = case.wave("prodFE").message.clone().unwrap_or_default();
+    assert!(message.contains("not found"), "{message}");
+}
+
+#[test]
 fn sequential_waves_roll_back_one_after_another_each_after_its_bake() {
     let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
     let first = case.step();
