@@ -357,7 +357,11 @@ impl Planner<'_> {
         }
         match self.status.phase {
             None | Some(RollbackPhase::Pending) => match self.world.spec.trigger.type_ {
-                TriggerType::Immediate => self.start(),
+                TriggerType::Immediate => {
+                    // Pending until every region has been read.
+                    self.status.phase = Some(RollbackPhase::Pending);
+                    self.start();
+                }
                 TriggerType::Alarm => {
                     self.status.phase = Some(RollbackPhase::Armed);
                     self.status.armed_at = Some(self.now.clone());
@@ -1048,17 +1052,21 @@ impl Planner<'_> {
             ),
         };
         let finished_badly = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused));
+        let reconciling = matches!(
+            phase,
+            Some(RollbackPhase::Progressing | RollbackPhase::Pending) | None
+        );
         let mut wanted = vec![
             DesiredCondition::new(READY, ready, reason, message.clone()),
             DesiredCondition::new(
                 RECONCILING,
-                matches!(phase, Some(RollbackPhase::Progressing) | None),
-                if phase == Some(RollbackPhase::Progressing) {
+                reconciling,
+                if reconciling {
                     "Progressing"
                 } else {
                     "Settled"
                 },
-                if phase == Some(RollbackPhase::Progressing) {
+                if reconciling {
                     message.clone()
                 } else {
                     String::new()
