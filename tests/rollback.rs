@@ -635,12 +635,91 @@ spec:
     assert_eq!(image(plane, ns, "graphql-api").await, format!("{IMAGE}:v2"));
 }
 
+/// A revision pruned by `revisionHistoryLimit` cannot be restored: the
+/// rollback is refused before anything changes, in any region.
+#[tokio::test]
+async fn a_pruned_revision_is_refused_before_anything_changes() {
+    let plane = plane().await;
+    let first = plane.namespace("rbk-pruned-a").await.expect("namespace");
+    let second = plane.namespace("rbk-pruned-b").await.expect("namespace");
+    // The first region keeps every revision, the second only the last one.
+    for tag in ["v1", "v2", "v3"] {
+        release(plane, first.name(), "graphql-api", tag).await;
+        let short = deployment("graphql-api", tag, false)
+            .replace("revisionHistoryLimit: 10", "revisionHistoryLimit: 1");
+        apply_yaml(plane, second.name(), &short).await;
+        rolled_out(plane, second.name(), "graphql-api").await;
+    }
+    let pruned = eventually(WAIT, || async {
+        replica_sets(plane, second.name(), "graphql-api")
+            .await
+            .len()
+            == 2
+    })
+    .await;
+    assert!(
+        pruned,
+        "the controller-manager never pruned old ReplicaSets"
+    );
+    let operator = Operator::start(plane, &["--namespace", first.name()]).await;
+    apply_yaml(
+        plane,
+        first.name(),
+        &format!(
+            "apiVersion: weblab.dev/v1alpha1
+kind: Rollback
+metadata:
+  name: to-v1
+spec:
+  targets: [{{kind: Deployment, name: graphql-api}}]
+  waves:
+    - {{region: prodNA, namespace: {}}}
+    - {{region: prodEU, namespace: {}}}
+  target: {{type: Revision, revision: 1}}
+",
+            first.name(),
+            second.name()
+        ),
+    )
+    .await;
+    let rollbacks: Api<Rollback> =
+        Api::namespaced(plane.client().await.expect("client"), first.name());
+    let status = wait_phase(&rollbacks, "to-v1", RollbackPhase::Refused, &operator, WAIT).await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Refused")
+    );
+    assert!(
+        ready.message.contains("region prodEU") && ready.message.contains("revision 1 is not kept"),
+        "{}",
+        ready.message
+    );
+    assert!(status.waves.is_empty());
+    for namespace in [&first, &second] {
+        assert_eq!(
+            image(plane, namespace.name(), "graphql-api").await,
+            format!("{IMAGE}:v3"),
+            "nothing changed in {}",
+            namespace.name()
+        );
+    }
+}
+
 /// Two regions in two control planes: the second is reached through a
 /// kubeconfig stored in a Secret.
 #[tokio::test]
 async fn a_region_in_another_cluster_is_reached_through_a_kubeconfig_secret() {
     let plane = plane().await;
-    let remote = ControlPlane::start(testenv::Options::default().workloads(true))
+    // Generous: a second control plane with workloads, on two shared cores.
+    let options = testenv::Options::default()
+        .workloads(true)
+        .startup_timeout(Duration::from_secs(180));
+    let remote = ControlPlane::start(options)
         .await
         .unwrap_or_else(|error| panic!("cannot start the second control plane: {error}"));
     let here = plane.namespace("rbk-here").await.expect("namespace");
