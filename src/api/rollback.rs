@@ -393,6 +393,12 @@ pub struct WorkloadStatus {
     /// The image(s) restored, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_images: Option<String>,
+    /// When its revision was restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it was seen rolled out (or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
     /// `Succeeded`, `Failed` or in progress.
     pub result: WorkloadResult,
     /// Details.

@@ -717,6 +717,8 @@ impl Planner<'_> {
                 from_hash: workload.current.clone(),
                 to_hash: None,
                 to_images: None,
+                started_at: None,
+                finished_at: None,
                 result: WorkloadResult::Pending,
                 message: None,
             };
@@ -731,6 +733,7 @@ impl Planner<'_> {
                     status.to_hash = Some(to.hash.clone());
                     status.to_images = Some(to.images.join(", "));
                     status.result = WorkloadResult::RollingOut;
+                    status.started_at = Some(self.now.clone());
                     status.message = Some("already at the target revision".to_owned());
                 }
                 Err(why) => {
@@ -819,6 +822,7 @@ impl Planner<'_> {
                         self.world.spec.verification.rollout_deadline
                     ));
                     status.result = WorkloadResult::Failed;
+                    status.finished_at = Some(self.now.clone());
                     break;
                 }
                 WorkloadResult::Pending => {
@@ -829,6 +833,7 @@ impl Planner<'_> {
                         hash: to,
                     });
                     status.result = WorkloadResult::RollingOut;
+                    status.started_at = Some(self.now.clone());
                 }
                 WorkloadResult::RollingOut => match (&workload.current, &workload.rollout) {
                     // Until the deadline, another revision may only mean
@@ -844,10 +849,12 @@ impl Planner<'_> {
                             revision_text(status.to_revision)
                         ));
                         status.result = WorkloadResult::Failed;
+                        status.finished_at = Some(self.now.clone());
                         break;
                     }
                     (Some(current), Rollout::Complete(_)) if *current == to => {
                         status.result = WorkloadResult::Succeeded;
+                        status.finished_at = Some(self.now.clone());
                         status.message = None;
                     }
                     (_, Rollout::InProgress(how)) if late => {
@@ -856,6 +863,7 @@ impl Planner<'_> {
                             status.kind, status.name, self.world.spec.verification.rollout_deadline
                         ));
                         status.result = WorkloadResult::Failed;
+                        status.finished_at = Some(self.now.clone());
                         status.message = Some(how.clone());
                         break;
                     }
@@ -865,6 +873,7 @@ impl Planner<'_> {
                             status.kind, status.name
                         ));
                         status.result = WorkloadResult::Failed;
+                        status.finished_at = Some(self.now.clone());
                         break;
                     }
                     _ => {}

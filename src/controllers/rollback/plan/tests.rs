@@ -325,6 +325,11 @@ fn sequential_waves_roll_back_one_after_another_each_after_its_bake() {
     let rolled = case.step();
     assert_eq!(case.wave("prodNA").phase, WavePhase::Baking);
     assert_eq!(reasons(&rolled), vec!["WaveRolledOut"]);
+    let workload = &case.wave("prodNA").workloads[0];
+    assert_eq!(
+        (workload.started_at.clone(), workload.finished_at.clone()),
+        (Some(Time(t(0))), Some(Time(t(10))))
+    );
     assert_eq!(case.wave("prodFE").phase, WavePhase::Pending);
     assert_eq!(rolled.requeue_after, Some(Duration::from_secs(900)));
 
