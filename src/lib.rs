@@ -54,6 +54,30 @@ pub enum Error {
     #[error("cannot build an HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 
+    /// A revision chosen for a rollback is no longer there to restore.
+    #[error(
+        "{workload}: revision {revision} to restore is gone (pruned?); the rollback must be re-planned"
+    )]
+    RevisionGone {
+        /// The workload, `Kind namespace/name`.
+        workload: String,
+        /// The revision's identity.
+        revision: String,
+    },
+
+    /// A rollback region's cluster cannot be reached.
+    #[error("region {region}: {why}")]
+    Region {
+        /// The region.
+        region: String,
+        /// Why, in words.
+        why: String,
+    },
+
+    /// A value could not be converted to or from JSON.
+    #[error("cannot convert to JSON: {0}")]
+    Json(#[source] serde_json::Error),
+
     /// This replica lost the leader lease and must stop writing.
     #[error("lost the leader lease {lease}; another replica took over")]
     LeaseLost {
@@ -74,6 +98,9 @@ impl Error {
             Error::Yaml(_) => "YamlError",
             Error::HttpClient(_) => "HttpClientError",
             Error::LeaseLost { .. } => "LeaseLost",
+            Error::RevisionGone { .. } => "RevisionGone",
+            Error::Json(_) => "JsonError",
+            Error::Region { .. } => "RegionUnreachable",
         }
     }
 }

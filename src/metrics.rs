@@ -45,6 +45,10 @@ pub struct Metrics {
     /// Calls to merge-train providers, by provider and result (`ok` or the
     /// failure's reason).
     pub provider_calls: IntCounterVec,
+    /// Rollbacks that ended, by result (`succeeded`, `failed`, `refused`).
+    pub rollbacks: IntCounterVec,
+    /// How long rollback waves take, from start to verified (or failed).
+    pub rollback_wave_duration: HistogramVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -188,6 +192,28 @@ impl Metrics {
                     "Calls to merge-train providers by result",
                     &["provider", "result"],
                 )?,
+            )?,
+            rollbacks: register(
+                &registry,
+                counter(
+                    "rollbacks_total",
+                    "Rollbacks that ended, by result",
+                    &["result"],
+                )?,
+            )?,
+            rollback_wave_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rollback_wave_duration_seconds",
+                        "Time from a rollback wave's start to its verification or failure",
+                    )
+                    .buckets(vec![
+                        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
+                    ]),
+                    &["result"],
+                )
+                .map_err(Error::Metrics)?,
             )?,
             registry,
         })

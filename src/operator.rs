@@ -23,7 +23,7 @@ use crate::{
     controllers::{
         Context,
         alarm::{self, AlarmContext},
-        change_window, merge_train_pause, on_leadership, weblab_dial,
+        change_window, merge_train_pause, on_leadership, rollback, weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -111,6 +111,14 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             shutdown.clone(),
         );
         alarms.push(store);
+        controllers.push(controller);
+        // Rollbacks are not served; their cache needs no readiness wait.
+        let (_, controller) = rollback::controller(
+            ctx.clone(),
+            scope,
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
         controllers.push(controller);
     }
     let webhook_token = WebhookToken::default();

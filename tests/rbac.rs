@@ -179,6 +179,7 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
             "",
         ),
         ("patch deployments.apps", team.name()),
+        ("patch replicasets.apps", team.name()),
         ("list controllerrevisions.apps", team.name()),
     ];
     for (what, ns) in allowed {
@@ -207,7 +208,7 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("delete deployments.apps", team.name()),
         ("create deployments.apps", team.name()),
         ("delete pods", team.name()),
-        ("patch replicasets.apps", team.name()),
+        ("delete replicasets.apps", team.name()),
         // Leases only its own, in its own namespace.
         ("create leases.coordination.k8s.io", team.name()),
         ("update leases.coordination.k8s.io/someone-else", release),

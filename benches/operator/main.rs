@@ -7,9 +7,13 @@
 //! 3. Alarm to rollback: 100 of the 1,000 dials attached to one alarm; from
 //!    the Alertmanager notification reaching the operator to the assignment
 //!    API serving the rollback treatment, p50 and p99.
+//! 4. Rollback: 4 regions x 10 Deployments on a second control plane where
+//!    workloads run, sequential and parallel, split into waiting for
+//!    rollouts and operator overhead.
 
 mod alarms;
 mod assignment;
+mod rollback;
 
 use std::{process::Stdio, time::Duration};
 
@@ -185,6 +189,7 @@ async fn run() -> BenchResult<()> {
     })
     .await?;
     let _ = operator.kill().await;
+    rollback::rollback_waves().await?;
     Ok(())
 }
 

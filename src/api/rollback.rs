@@ -305,9 +305,16 @@ pub struct RollbackStatus {
     /// The region being rolled back now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_region: Option<String>,
+    /// When an `Alarm`-triggered rollback was (re-)armed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed_at: Option<Time>,
     /// What fired an armed rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fired_by: Option<FiredBy>,
+    /// The last `weblab.dev/action` request handled (each distinct value is
+    /// handled once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<String>,
     /// When it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -347,6 +354,9 @@ pub struct WaveStatus {
     /// When it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When every workload had rolled out and the bake began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_at: Option<Time>,
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
@@ -372,9 +382,23 @@ pub struct WorkloadStatus {
     /// The revision restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_revision: Option<i64>,
+    /// The revision it ran before, by identity: the ReplicaSet's
+    /// `pod-template-hash`, or the ControllerRevision's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_hash: Option<String>,
+    /// The revision restored, by identity (as `fromHash`); a GitOps tool
+    /// that re-applies `fromHash` afterwards is reported, not fought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_hash: Option<String>,
     /// The image(s) restored, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_images: Option<String>,
+    /// When its revision was restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it was seen rolled out (or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
     /// `Succeeded`, `Failed` or in progress.
     pub result: WorkloadResult,
     /// Details.
@@ -393,4 +417,7 @@ pub enum WorkloadResult {
     Succeeded,
     /// Did not roll out, or no target revision.
     Failed,
+    /// Rolled back, then something (a GitOps tool's auto-sync, a pipeline)
+    /// re-applied the revision it was rolled back from.
+    Overwritten,
 }

@@ -8,6 +8,7 @@
 pub mod alarm;
 pub mod change_window;
 pub mod merge_train_pause;
+pub mod rollback;
 pub mod weblab_dial;
 
 use std::{fmt::Debug, time::Duration};

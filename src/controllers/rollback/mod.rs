@@ -1,0 +1,335 @@
+//! The `Rollback` controller: reads the rollback, its alarms (from the
+//! watch) and its workloads in every region (polled: regions may be other
+//! clusters), asks [`plan::decide`] what to do, restores pod templates,
+//! records stable revisions, and writes the status and events. Alarm state
+//! changes reach the rollbacks that attach them through the watch, at once.
+
+pub mod clusters;
+pub mod pauses;
+pub mod plan;
+pub mod workloads;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use jiff::Timestamp;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error, Result,
+    api::{
+        Alarm, Rollback,
+        alarm::AlarmState,
+        common::AlarmSelection,
+        rollback::{RollbackPhase, TriggerType},
+    },
+    controllers::{Context, Note, error_policy, weblab_dial::scoped},
+};
+
+use clusters::Clusters;
+use plan::{ACTION_ANNOTATION, AlarmReading, RegionView, World};
+
+/// The field manager of this controller's writes.
+pub const MANAGER: &str = "weblab-operator/rollback";
+const CONTROLLER: &str = "rollback";
+
+/// What a rollback reconciliation reads besides the rollback itself.
+pub struct RollbackContext {
+    /// Shared context.
+    pub ctx: Arc<Context>,
+    /// The alarms in scope.
+    pub alarms: Store<Alarm>,
+    /// Clients for the regions in other clusters.
+    pub clusters: Clusters,
+}
+
+/// Reconciles one rollback.
+#[tracing::instrument(skip_all, fields(rollback = %rollback.name_any(), namespace = rollback.namespace()))]
+pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Result<Action> {
+    let ctx = &cx.ctx;
+    if !ctx.is_leader() {
+        return Ok(Action::await_change());
+    }
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+
+    let namespace = rollback.namespace().unwrap_or_default();
+    let spec = &rollback.spec;
+    let status = rollback.status.clone().unwrap_or_default();
+    let mut missing = Vec::new();
+    let trigger_alarms = if spec.trigger.type_ == TriggerType::Alarm {
+        read_alarms(&spec.trigger.alarms, &namespace, &cx.alarms, &mut missing)
+    } else {
+        Vec::new()
+    };
+    let verification_alarms = read_alarms(
+        &spec.verification.alarms,
+        &namespace,
+        &cx.alarms,
+        &mut missing,
+    );
+    let request = rollback
+        .annotations()
+        .get(ACTION_ANNOTATION)
+        .map(String::as_str)
+        .filter(|text| status.last_action.as_deref() != Some(*text));
+
+    let wanted = plan::regions_to_read(spec, &status);
+    let reads = spec
+        .waves
+        .iter()
+        .filter(|wave| wanted.contains(&wave.region.as_str()))
+        .map(|wave| async {
+            let view = match cx.clusters.client(&ctx.client, &namespace, wave).await {
+                Ok(client) => workloads::read_region(&client, &wave.namespace, &spec.targets).await,
+                Err(why) => RegionView::Unreachable(why),
+            };
+            (wave.region.clone(), view)
+        });
+    let regions: BTreeMap<String, RegionView> =
+        futures::future::join_all(reads).await.into_iter().collect();
+
+    let now = Timestamp::now();
+    let decision = plan::decide(&World {
+        spec,
+        generation: rollback.meta().generation.unwrap_or_default(),
+        status: &status,
+        trigger_alarms: &trigger_alarms,
+        verification_alarms: &verification_alarms,
+        missing: &missing,
+        regions: &regions,
+        request,
+        now,
+    });
+
+    let reference = rollback.object_ref(&());
+    // Restores run concurrently: a region's workloads are independent.
+    let restores = decision.restores.iter().map(|restore| async {
+        let wave = spec
+            .waves
+            .iter()
+            .find(|w| w.region == restore.region)
+            .ok_or_else(|| Error::Region {
+                region: restore.region.clone(),
+                why: "not in spec.waves any more".to_owned(),
+            })?;
+        let client = cx
+            .clusters
+            .client(&ctx.client, &namespace, wave)
+            .await
+            .map_err(|why| Error::Region {
+                region: wave.region.clone(),
+                why,
+            })?;
+        workloads::restore(
+            &client,
+            &wave.namespace,
+            restore.kind,
+            &restore.name,
+            &restore.hash,
+        )
+        .await
+    });
+    let outcomes = futures::future::join_all(restores).await;
+    let mut first_error = None;
+    for (restore, outcome) in decision.restores.iter().zip(outcomes) {
+        if let Err(error) = outcome {
+            let note = Note::warning(
+                "RestoreFailed",
+                format!(
+                    "cannot restore {:?} {} in region {}: {error}",
+                    restore.kind, restore.name, restore.region
+                ),
+            );
+            ctx.publish(&reference, "Rollback", &note).await;
+            first_error.get_or_insert(error);
+        }
+    }
+    // Restored workloads are restored again harmlessly at the retry; the
+    // status is written only once every restore of this step went through.
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    for mark in &decision.marks {
+        let Some(wave) = spec.waves.iter().find(|w| w.region == mark.region) else {
+            continue;
+        };
+        let marked = match cx.clusters.client(&ctx.client, &namespace, wave).await {
+            Ok(client) => workloads::mark(
+                &client,
+                &wave.namespace,
+                mark.kind,
+                &mark.name,
+                &mark.hash,
+                mark.mark,
+                now,
+            )
+            .await
+            .map_err(|error| error.to_string()),
+            Err(why) => Err(why),
+        };
+        // A mark not written now is computed again at the next look.
+        if let Err(why) = marked {
+            tracing::warn!(region = %mark.region, workload = %mark.name, %why, "cannot record revision");
+        } else if mark.mark == plan::Mark::Stable {
+            let note = Note::normal(
+                "RevisionStable",
+                format!(
+                    "{:?} {} in region {}: revision {} recorded as stable",
+                    mark.kind, mark.name, mark.region, mark.hash
+                ),
+            );
+            ctx.publish(&reference, "Rollback", &note).await;
+        }
+    }
+    let phase = decision.status.phase;
+    pauses::reconcile(&ctx.client, &rollback, phase).await?;
+
+    let wrote = decision.status != status;
+    if wrote {
+        let api: Api<Rollback> = Api::namespaced(ctx.client.clone(), &namespace);
+        ctx.apply_status(&api, &rollback, MANAGER, &decision.status)
+            .await?;
+        if let Some(result) = decision.finished {
+            ctx.metrics.rollbacks.with_label_values(&[result]).inc();
+        }
+        for (result, took) in &decision.waves_ended {
+            ctx.metrics
+                .rollback_wave_duration
+                .with_label_values(&[result])
+                .observe(took.as_secs_f64());
+        }
+    }
+    for note in &decision.notes {
+        ctx.publish(&reference, "Rollback", note).await;
+    }
+    let settled = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused));
+    Ok(match decision.requeue_after {
+        // After a write, our own watch event brings the fresh object back;
+        // the poll stays as a safety net.
+        Some(after) if wrote => Action::requeue(after.max(plan::POLL)),
+        Some(after) => Action::requeue(after),
+        None if settled => Action::await_change(),
+        None => Action::requeue(plan::RESYNC),
+    })
+}
+
+/// The attached alarms that exist; names not found (and selectors that do
+/// not parse) go to `missing`.
+fn read_alarms(
+    selection: &AlarmSelection,
+    namespace: &str,
+    store: &Store<Alarm>,
+    missing: &mut Vec<String>,
+) -> Vec<AlarmReading> {
+    for name in &selection.names {
+        if store.get(&ObjectRef::new(name).within(namespace)).is_none() {
+            let text = format!("Alarm {name:?} not found");
+            if !missing.contains(&text) {
+                missing.push(text);
+            }
+        }
+    }
+    let mut readings = Vec::new();
+    for alarm in store.state() {
+        if alarm.namespace().as_deref() != Some(namespace) {
+            continue;
+        }
+        match selection.selects(&alarm.name_any(), alarm.labels()) {
+            Ok(true) => {
+                let status = alarm.status.as_ref();
+                readings.push(AlarmReading {
+                    name: alarm.name_any(),
+                    state: status
+                        .and_then(|s| s.state)
+                        .unwrap_or(AlarmState::InsufficientData),
+                    severity: alarm.spec.severity,
+                    since: status
+                        .and_then(|s| s.last_transition_time.as_ref())
+                        .map(|t| t.0),
+                });
+            }
+            Ok(false) => {}
+            Err(error) => {
+                missing.push(format!("the alarm selector is invalid: {error}"));
+                break;
+            }
+        }
+    }
+    readings.sort_by(|a, b| a.name.cmp(&b.name));
+    readings
+}
+
+/// The rollbacks in `alarm`'s namespace that attach it, as trigger or as
+/// verification.
+fn rollbacks_attaching(rollbacks: &Store<Rollback>, alarm: &Alarm) -> Vec<ObjectRef<Rollback>> {
+    let namespace = alarm.namespace();
+    let name = alarm.name_any();
+    rollbacks
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == namespace)
+        .filter(|r| {
+            [&r.spec.trigger.alarms, &r.spec.verification.alarms]
+                .iter()
+                .any(|selection| selection.selects(&name, alarm.labels()).unwrap_or(true))
+        })
+        .map(|r| ObjectRef::from(r.as_ref()))
+        .collect()
+}
+
+/// Builds the controller for one scope (a namespace, or all): returns the
+/// rollback cache and the future that runs the controller until `shutdown`.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    reconcile_all: impl Stream<Item = ()> + Send + 'static,
+    shutdown: CancellationToken,
+) -> (Store<Rollback>, BoxFuture<'static, ()>) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default().any_semantic();
+    let (alarms, alarm_writer) = reflector::store();
+    let alarm_events = watcher(scoped::<Alarm>(&client, namespace), config.clone())
+        .default_backoff()
+        .reflect(alarm_writer)
+        .touched_objects();
+    let controller = Controller::new(scoped::<Rollback>(&client, namespace), config);
+    let rollbacks = controller.store();
+    let by_alarm = {
+        let rollbacks = rollbacks.clone();
+        move |alarm: Alarm| rollbacks_attaching(&rollbacks, &alarm)
+    };
+    let cx = Arc::new(RollbackContext {
+        ctx,
+        alarms,
+        clusters: Clusters::default(),
+    });
+    let run = controller
+        .watches_stream(alarm_events, by_alarm)
+        .reconcile_all_on(reconcile_all)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            reconcile,
+            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            cx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .boxed();
+    (rollbacks, run)
+}
