@@ -87,28 +87,38 @@ pub struct MergeTrainRef {
     )]
     pub train: String,
 
-    /// How the train is paused besides closing its gate.
+    /// How the train is paused besides closing its gate; absent: `Gate`.
     #[serde(default)]
+    #[schemars(transform = no_default)]
     pub provider: Provider,
+}
+
+/// Leaves a field's default to the operator: a default the API server
+/// fills in inside an (atomic) list item, such as a dial's or a Rollback's
+/// `pauseMergeTrains`, turns every server-side re-apply of an unchanged
+/// manifest into a write.
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 /// How a train is paused. The gate endpoint is closed for every pause,
 /// whatever the provider.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[x_kube(
-    validation = Rule::new("self.type != 'GitLab' || has(self.gitlab)")
+    validation = Rule::new("(has(self.type) ? self.type : 'Gate') != 'GitLab' || has(self.gitlab)")
         .message("provider type GitLab needs provider.gitlab"),
-    validation = Rule::new("self.type != 'Webhook' || has(self.webhook)")
+    validation = Rule::new("(has(self.type) ? self.type : 'Gate') != 'Webhook' || has(self.webhook)")
         .message("provider type Webhook needs provider.webhook"),
-    validation = Rule::new("self.type == 'GitLab' || !has(self.gitlab)")
-        .message(Message::Expression("'provider.gitlab is set but provider type is ' + self.type".into())),
-    validation = Rule::new("self.type == 'Webhook' || !has(self.webhook)")
-        .message(Message::Expression("'provider.webhook is set but provider type is ' + self.type".into())),
+    validation = Rule::new("(has(self.type) ? self.type : 'Gate') == 'GitLab' || !has(self.gitlab)")
+        .message(Message::Expression("'provider.gitlab is set but provider type is ' + (has(self.type) ? self.type : 'Gate')".into())),
+    validation = Rule::new("(has(self.type) ? self.type : 'Gate') == 'Webhook' || !has(self.webhook)")
+        .message(Message::Expression("'provider.webhook is set but provider type is ' + (has(self.type) ? self.type : 'Gate')".into())),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Provider {
-    /// Which provider.
+    /// Which provider; absent: `Gate`.
     #[serde(default, rename = "type")]
+    #[schemars(transform = no_default)]
     pub type_: ProviderType,
     /// Settings for `GitLab`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
