@@ -18,9 +18,10 @@ use sha2::{Digest, Sha256};
 use crate::{
     Error, Result,
     api::{
-        WeblabDial,
+        Rollback, WeblabDial,
         common::Duration,
         merge_train_pause::{MergeTrainPause, MergeTrainPauseSpec, MergeTrainRef},
+        rollback::RollbackPhase,
         weblab_dial::{DialPhase, WeblabDialStatus},
     },
 };
@@ -199,6 +200,28 @@ pub fn for_dial(dial: &WeblabDial, status: &WeblabDialStatus) -> Vec<PauseTempla
         .map(|train| PauseTemplate {
             train: train.clone(),
             reason: format!("WeblabDial {} was rolled back: {why}", dial.name_any()),
+            ticket: None,
+        })
+        .collect()
+}
+
+/// The pauses a Rollback wants: its `spec.pauseMergeTrains` from the moment
+/// it runs until it succeeds; a failed rollback keeps them (the incident is
+/// not over), and re-arming or success lifts them.
+pub fn for_rollback(rollback: &Rollback, phase: Option<RollbackPhase>) -> Vec<PauseTemplate> {
+    if !matches!(
+        phase,
+        Some(RollbackPhase::Progressing | RollbackPhase::Failed)
+    ) {
+        return Vec::new();
+    }
+    rollback
+        .spec
+        .pause_merge_trains
+        .iter()
+        .map(|train| PauseTemplate {
+            train: train.clone(),
+            reason: format!("Rollback {} is running", rollback.name_any()),
             ticket: None,
         })
         .collect()

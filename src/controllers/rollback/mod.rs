@@ -5,7 +5,6 @@
 //! changes reach the rollbacks that attach them through the watch, at once.
 
 pub mod clusters;
-pub mod pauses;
 pub mod plan;
 pub mod workloads;
 
@@ -27,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error, Result,
     api::{
-        Alarm, Rollback,
+        Alarm, MergeTrainPause, Rollback,
         alarm::AlarmState,
         common::AlarmSelection,
         rollback::{RollbackPhase, TriggerType},
     },
-    controllers::{Context, Note, error_policy, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, merge_train_pause, weblab_dial::scoped},
 };
 
 use clusters::Clusters;
@@ -50,6 +49,8 @@ pub struct RollbackContext {
     pub alarms: Store<Alarm>,
     /// Clients for the regions in other clusters.
     pub clusters: Clusters,
+    /// The merge-train pauses in scope, for `spec.pauseMergeTrains`.
+    pub pauses: Store<MergeTrainPause>,
 }
 
 /// Reconciles one rollback.
@@ -199,7 +200,8 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         }
     }
     let phase = decision.status.phase;
-    pauses::reconcile(&ctx.client, &rollback, phase).await?;
+    let wanted = merge_train_pause::owned::for_rollback(&rollback, phase);
+    merge_train_pause::owned::sync(&ctx.client, &cx.pauses, rollback.as_ref(), &wanted).await?;
 
     let wrote = decision.status != status;
     if wrote {
@@ -309,6 +311,14 @@ pub fn controller(
         .default_backoff()
         .reflect(alarm_writer)
         .touched_objects();
+    let (pauses, pause_writer) = reflector::store();
+    let pause_events = watcher(
+        scoped::<MergeTrainPause>(&client, namespace),
+        config.clone(),
+    )
+    .default_backoff()
+    .reflect(pause_writer)
+    .touched_objects();
     let controller = Controller::new(scoped::<Rollback>(&client, namespace), config);
     let rollbacks = controller.store();
     let by_alarm = {
@@ -319,9 +329,11 @@ pub fn controller(
         ctx,
         alarms,
         clusters: Clusters::default(),
+        pauses,
     });
     let run = controller
         .watches_stream(alarm_events, by_alarm)
+        .owns_stream(pause_events)
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
