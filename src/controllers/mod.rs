@@ -21,8 +21,11 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
+        WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -66,6 +69,25 @@ impl Context {
     /// Whether this replica holds the lease.
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
+    }
+
+    /// Starts a reconciliation of `controller`: counted and timed (until the
+    /// timer drops) on the leader; `None` on a follower, which keeps its
+    /// caches warm and serves, but never writes.
+    pub fn begin(&self, controller: &str) -> Option<prometheus::HistogramTimer> {
+        if !self.is_leader() {
+            return None;
+        }
+        self.metrics
+            .reconciliations
+            .with_label_values(&[controller])
+            .inc();
+        Some(
+            self.metrics
+                .reconcile_duration
+                .with_label_values(&[controller])
+                .start_timer(),
+        )
     }
 
     /// Publishes an event about `object`; a failure is logged, never fatal:
@@ -129,6 +151,36 @@ impl Context {
             .inc();
         written
     }
+}
+
+/// A cache of `K` in `namespace` (or all), and the stream of the objects it
+/// sees change, for a controller to watch: polling the stream keeps the
+/// cache current.
+pub fn reflected<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(
+        weblab_dial::scoped::<K>(client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    (store, events)
 }
 
 /// Reads one key of a Secret in `namespace` with a `get` by name (the

@@ -200,18 +200,9 @@ pub async fn reconcile(alarm: Arc<Alarm>, cx: Arc<AlarmContext>) -> Result<Actio
     // Every replica serves assignments: each keeps its own view of what fires.
     cx.firing.observe(&alarm);
     let ctx = &cx.ctx;
-    if !ctx.is_leader() {
+    let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
-    }
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    };
     match (&alarm.spec.prometheus, &alarm.spec.alertmanager) {
         (Some(source), _) => pull(&alarm, source, &cx).await,
         (None, Some(source)) => review_alerts(&alarm, source, ctx).await,

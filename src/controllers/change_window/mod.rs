@@ -15,9 +15,9 @@ use kube::{
     Api, Resource, ResourceExt,
     core::{Selector, SelectorExt},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -30,7 +30,7 @@ use crate::{
         change_window::ChangeWindowStatus,
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, reflected, weblab_dial::scoped},
 };
 
 use window::{Verdict, WindowAlarm};
@@ -153,18 +153,9 @@ fn notes(
 #[tracing::instrument(skip_all, fields(window = %window.name_any(), namespace = window.namespace()))]
 pub async fn reconcile(window: Arc<ChangeWindow>, cx: Arc<WindowContext>) -> Result<Action> {
     let ctx = &cx.ctx;
-    if !ctx.is_leader() {
+    let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
-    }
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    };
 
     let namespace = window.namespace().unwrap_or_default();
     let now = Timestamp::now();
@@ -230,11 +221,7 @@ pub fn controller(
 ) -> (Store<ChangeWindow>, BoxFuture<'static, ()>) {
     let client = ctx.client.clone();
     let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_writer) = reflector::store();
-    let alarm_events = watcher(scoped::<Alarm>(&client, namespace), config.clone())
-        .default_backoff()
-        .reflect(alarm_writer)
-        .touched_objects();
+    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
     let controller = Controller::new(scoped::<ChangeWindow>(&client, namespace), config);
     let windows = controller.store();
     let by_alarm = {

@@ -21,9 +21,9 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -36,7 +36,7 @@ use crate::{
         common::SecretKeyRef,
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
     },
-    controllers::{Context, error_policy, weblab_dial::scoped},
+    controllers::{Context, error_policy, reflected, weblab_dial::scoped},
 };
 
 use plan::{ClearReading, Operation, Plan, World};
@@ -240,18 +240,9 @@ async fn set_finalizer(
 #[tracing::instrument(skip_all, fields(pause = %pause.name_any(), namespace = pause.namespace()))]
 pub async fn reconcile(pause: Arc<MergeTrainPause>, cx: Arc<PauseContext>) -> Result<Action> {
     let ctx = &cx.ctx;
-    if !ctx.is_leader() {
+    let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
-    }
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    };
 
     let namespace = pause.namespace().unwrap_or_default();
     let api: Api<MergeTrainPause> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -350,11 +341,7 @@ pub fn controller(
 ) -> (Store<MergeTrainPause>, BoxFuture<'static, ()>) {
     let client = ctx.client.clone();
     let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_writer) = reflector::store();
-    let alarm_events = watcher(scoped::<Alarm>(&client, namespace), config.clone())
-        .default_backoff()
-        .reflect(alarm_writer)
-        .touched_objects();
+    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
     let controller = Controller::new(scoped::<MergeTrainPause>(&client, namespace), config);
     let pauses = controller.store();
     let by_alarm = {

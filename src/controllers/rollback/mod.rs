@@ -15,9 +15,9 @@ use jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -31,7 +31,7 @@ use crate::{
         common::AlarmSelection,
         rollback::{RollbackPhase, TriggerType},
     },
-    controllers::{Context, Note, error_policy, merge_train_pause, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, merge_train_pause, reflected, weblab_dial::scoped},
 };
 
 use clusters::Clusters;
@@ -57,18 +57,9 @@ pub struct RollbackContext {
 #[tracing::instrument(skip_all, fields(rollback = %rollback.name_any(), namespace = rollback.namespace()))]
 pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Result<Action> {
     let ctx = &cx.ctx;
-    if !ctx.is_leader() {
+    let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
-    }
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    };
 
     let namespace = rollback.namespace().unwrap_or_default();
     let spec = &rollback.spec;
@@ -306,19 +297,8 @@ pub fn controller(
 ) -> (Store<Rollback>, BoxFuture<'static, ()>) {
     let client = ctx.client.clone();
     let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_writer) = reflector::store();
-    let alarm_events = watcher(scoped::<Alarm>(&client, namespace), config.clone())
-        .default_backoff()
-        .reflect(alarm_writer)
-        .touched_objects();
-    let (pauses, pause_writer) = reflector::store();
-    let pause_events = watcher(
-        scoped::<MergeTrainPause>(&client, namespace),
-        config.clone(),
-    )
-    .default_backoff()
-    .reflect(pause_writer)
-    .touched_objects();
+    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
+    let (pauses, pause_events) = reflected::<MergeTrainPause>(&client, namespace);
     let controller = Controller::new(scoped::<Rollback>(&client, namespace), config);
     let rollbacks = controller.store();
     let by_alarm = {

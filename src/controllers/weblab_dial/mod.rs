@@ -12,9 +12,9 @@ use jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -25,7 +25,7 @@ use crate::{
     api::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState, common::AlarmSelection,
     },
-    controllers::{Context, error_policy, merge_train_pause},
+    controllers::{Context, error_policy, merge_train_pause, reflected},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -50,19 +50,9 @@ pub struct DialContext {
 #[tracing::instrument(skip_all, fields(dial = %dial.name_any(), namespace = dial.namespace()))]
 pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Action> {
     let ctx = &cx.ctx;
-    if !ctx.is_leader() {
-        // Followers keep their caches warm and serve; the leader writes.
+    let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
-    }
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    };
 
     let namespace = dial.namespace().unwrap_or_default();
     let status = dial.status.clone().unwrap_or_default();
@@ -247,25 +237,10 @@ pub fn controller(
 ) -> (Store<WeblabDial>, BoxFuture<'static, ()>) {
     let client = ctx.client.clone();
     let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_writer) = reflector::store();
-    let alarm_events = watcher(scoped::<Alarm>(&client, namespace), config.clone())
-        .default_backoff()
-        .reflect(alarm_writer)
-        .touched_objects();
-    let (windows, window_writer) = reflector::store();
-    let window_events = watcher(scoped::<ChangeWindow>(&client, namespace), config.clone())
-        .default_backoff()
-        .reflect(window_writer)
-        .touched_objects();
+    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
+    let (windows, window_events) = reflected::<ChangeWindow>(&client, namespace);
 
-    let (pauses, pause_writer) = reflector::store();
-    let pause_events = watcher(
-        scoped::<MergeTrainPause>(&client, namespace),
-        config.clone(),
-    )
-    .default_backoff()
-    .reflect(pause_writer)
-    .touched_objects();
+    let (pauses, pause_events) = reflected::<MergeTrainPause>(&client, namespace);
     let controller = Controller::new(scoped::<WeblabDial>(&client, namespace), config);
     let dials = controller.store();
     let by_alarm = {
