@@ -97,6 +97,31 @@ struct RunArgs {
     /// renew deadline.
     #[arg(long, env = "WEBLAB_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     retry_period: Duration,
+
+    /// A URL prefix through which calls to URLs that resources name
+    /// (Prometheus, GitLab, webhooks) may reach loopback, link-local and
+    /// metadata addresses, which are refused otherwise (repeat, or
+    /// comma-separate), e.g. `http://prometheus.monitoring.svc:9090/`.
+    /// End it with `/` or `:` so that it cannot match a longer host name.
+    #[arg(
+        long = "allow-outbound-url-prefix",
+        env = "WEBLAB_ALLOW_OUTBOUND_URL_PREFIXES",
+        value_delimiter = ',',
+        value_parser = parse_url_prefix
+    )]
+    allow_outbound_url_prefixes: Vec<String>,
+}
+
+/// An `http://` or `https://` prefix with at least a host.
+fn parse_url_prefix(text: &str) -> Result<String, String> {
+    let host = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or_else(|| format!("{text:?} does not start with http:// or https://"))?;
+    if host.is_empty() || host.starts_with([':', '/']) {
+        return Err(format!("{text:?} names no host"));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_secret_name(text: &str) -> Result<(String, String), String> {
@@ -197,6 +222,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 name,
                 key: args.webhook_token_key,
             }),
+        allow_outbound_url_prefixes: args.allow_outbound_url_prefixes,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

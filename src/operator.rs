@@ -27,6 +27,7 @@ use crate::{
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
+    outbound::Outbound,
     server::{
         self, ServerState,
         alertmanager::{TokenSecret, WebhookToken},
@@ -48,6 +49,9 @@ pub struct Settings {
     /// The Secret holding the Alertmanager webhook's bearer token; `None`
     /// refuses every notification.
     pub webhook_token: Option<TokenSecret>,
+    /// URL prefixes through which outbound calls may reach loopback,
+    /// link-local and metadata addresses (see [`crate::outbound`]).
+    pub allow_outbound_url_prefixes: Vec<String>,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -60,6 +64,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         metrics.clone(),
         leader.clone(),
         settings.identity.clone(),
+        Outbound::new(settings.allow_outbound_url_prefixes.clone())?,
     ));
 
     // The controllers are built (not started) first, so that the server
@@ -73,7 +78,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             .map(|ns| Some(ns.as_str()))
             .collect()
     };
-    let alarm_cx = Arc::new(AlarmContext::new(ctx.clone())?);
+    let alarm_cx = Arc::new(AlarmContext::new(ctx.clone()));
     let mut dials = Vec::new();
     let mut alarms = Vec::new();
     let mut pauses = Vec::new();

@@ -19,9 +19,12 @@ use axum::{
 };
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use weblab_operator::controllers::merge_train_pause::{
-    provider::{PauseRequest, TrainProvider},
-    webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Webhook, sign},
+use weblab_operator::{
+    controllers::merge_train_pause::{
+        provider::{PauseRequest, TrainProvider},
+        webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Webhook, sign},
+    },
+    outbound::Outbound,
 };
 
 const KEY: &[u8] = b"receiver-shared-secret";
@@ -139,7 +142,8 @@ fn request() -> PauseRequest {
 }
 
 fn webhook(url: &str) -> Webhook {
-    Webhook::new(url, KEY.to_vec(), Duration::from_secs(5)).expect("a provider")
+    let outbound = Outbound::new(vec!["http://127.0.0.1:".to_owned()]).expect("outbound");
+    Webhook::new(&outbound, url, KEY.to_vec(), Duration::from_secs(5)).expect("a provider")
 }
 
 /// Sends raw headers and body, as an attacker replaying or editing a

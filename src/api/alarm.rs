@@ -72,9 +72,20 @@ pub struct AlarmSpec {
 
 /// A PromQL query evaluated at an interval and compared to a threshold.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.datapointsToAlarm <= self.evaluationPeriods")
-    .message("datapointsToAlarm (M) must not exceed evaluationPeriods (N)")
-    .field_path(".datapointsToAlarm"))]
+#[x_kube(
+    validation = Rule::new("self.datapointsToAlarm <= self.evaluationPeriods")
+        .message("datapointsToAlarm (M) must not exceed evaluationPeriods (N)")
+        .field_path(".datapointsToAlarm"),
+    validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('5s')")
+        .message("interval must be at least 5s")
+        .field_path(".interval"),
+    validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))")
+        .message("timeout must be more than 0s and at most 60s")
+        .field_path(".timeout"),
+    validation = Rule::new("(has(self.timeout) ? duration(self.timeout) : duration('5s')) < (has(self.interval) ? duration(self.interval) : duration('15s'))")
+        .message("timeout must be shorter than interval")
+        .field_path(".timeout"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
     /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
@@ -85,11 +96,12 @@ pub struct PrometheusSource {
     #[schemars(length(min = 1, max = 8192))]
     pub query: String,
 
-    /// How often to evaluate.
+    /// How often to evaluate; at least 5s.
     #[serde(default = "default_interval")]
     pub interval: Duration,
 
-    /// How long a query may take; a timeout counts as missing data.
+    /// How long a query may take, at most 60s and less than the interval;
+    /// a timeout counts as missing data.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
 
@@ -122,6 +134,28 @@ pub struct PrometheusSource {
     /// A bearer token for Prometheus, from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// The shortest interval the operator queries at.
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest a query may take.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PrometheusSource {
+    /// The interval the operator keeps: the API server enforces the floor,
+    /// and an alarm stored before it did is held to it here.
+    pub fn effective_interval(&self) -> std::time::Duration {
+        self.interval.get().max(MIN_INTERVAL)
+    }
+
+    /// The timeout the operator keeps: at most [`MAX_TIMEOUT`] and never
+    /// longer than the interval.
+    pub fn effective_timeout(&self) -> std::time::Duration {
+        self.timeout
+            .get()
+            .min(MAX_TIMEOUT)
+            .min(self.effective_interval())
+    }
 }
 
 fn default_interval() -> Duration {

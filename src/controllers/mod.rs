@@ -30,7 +30,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Error, Result, api::common::SecretKeyRef, metrics::Metrics};
+use crate::{Error, Result, api::common::SecretKeyRef, metrics::Metrics, outbound::Outbound};
 
 /// How long a failed reconciliation waits before it is tried again.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
@@ -43,6 +43,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Whether this replica may write (it holds the lease).
     pub leader: watch::Receiver<bool>,
+    /// Every call to a URL a resource names goes through it.
+    pub outbound: Outbound,
     recorder: Recorder,
 }
 
@@ -53,6 +55,7 @@ impl Context {
         metrics: Metrics,
         leader: watch::Receiver<bool>,
         identity: String,
+        outbound: Outbound,
     ) -> Self {
         let reporter = Reporter {
             controller: "weblab-operator".to_owned(),
@@ -63,6 +66,7 @@ impl Context {
             client,
             metrics,
             leader,
+            outbound,
         }
     }
 

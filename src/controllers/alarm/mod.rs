@@ -32,10 +32,10 @@ use crate::{
     api::{
         Alarm,
         alarm::{AlarmState, AlarmStatus, AlertmanagerSource, PrometheusSource},
+        common::Duration as ApiDuration,
         conditions::{self, DesiredCondition},
     },
     controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
-    outbound,
 };
 
 use alertmanager::{Alert, Matchers};
@@ -47,8 +47,9 @@ const CONTROLLER: &str = "alarm";
 const KIND: &str = "Alarm";
 /// How often a webhook write is retried after a conflict.
 const WRITE_ATTEMPTS: usize = 5;
-/// The longest any single Prometheus query may take, whatever an alarm asks.
-const HTTP_CEILING: Duration = Duration::from_secs(120);
+/// The longest a failing alarm waits between queries (unless its interval
+/// is longer).
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The alarms that may be rolling dials back (in `ALARM` or
 /// `INSUFFICIENT_DATA`), as this replica's alarm controller last saw them,
@@ -121,7 +122,22 @@ impl Firing {
 struct Queried {
     generation: i64,
     at: Instant,
-    interval: Duration,
+    /// How long until the next query: the interval, or longer after
+    /// failures.
+    wait: Duration,
+    /// Failed queries in a row.
+    failures: u32,
+}
+
+/// How long an alarm waits before its next query: its interval, doubled
+/// for each failed query in a row, up to [`MAX_BACKOFF`] (or the interval
+/// when that is longer). A source that fails, answers too much or is
+/// refused is asked less and less often, and never blocks other alarms.
+fn next_wait(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(16);
+    interval
+        .saturating_mul(factor)
+        .min(MAX_BACKOFF.max(interval))
 }
 
 /// What an alarm reconciliation needs.
@@ -130,7 +146,6 @@ pub struct AlarmContext {
     pub ctx: Arc<Context>,
     /// What may be firing, for the assignment API.
     pub firing: Arc<Firing>,
-    http: reqwest::Client,
     /// When this replica last queried each Prometheus alarm (by uid), for
     /// which generation, at which interval: a reconcile triggered by our own
     /// status write does not query again before the interval.
@@ -138,19 +153,18 @@ pub struct AlarmContext {
 }
 
 impl AlarmContext {
-    /// A context with its own HTTP client for Prometheus.
-    pub fn new(ctx: Arc<Context>) -> Result<Self> {
-        Ok(AlarmContext {
+    /// A context for the alarm controller.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        AlarmContext {
             ctx,
             firing: Arc::default(),
-            http: outbound::client(HTTP_CEILING)?,
             queried: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// How long until the alarm is due, or `None` when it is due now.
     fn not_due(&self, alarm: &Alarm, source: &PrometheusSource) -> Option<Duration> {
-        let interval = source.interval.get();
+        let mut wait = source.effective_interval();
         let generation = alarm.meta().generation.unwrap_or_default();
         let remembered = self
             .queried
@@ -158,7 +172,10 @@ impl AlarmContext {
             .ok()
             .and_then(|queried| queried.get(&alarm.uid().unwrap_or_default()).copied());
         let elapsed = match remembered {
-            Some(last) if last.generation == generation => last.at.elapsed(),
+            Some(last) if last.generation == generation => {
+                wait = last.wait;
+                last.at.elapsed()
+            }
             // A new leader, or a new spec: go by the last recorded datapoint
             // of this generation, so a failover does not query twice.
             _ => {
@@ -173,24 +190,36 @@ impl AlarmContext {
                     .unwrap_or(Duration::ZERO)
             }
         };
-        interval.checked_sub(elapsed).filter(|left| !left.is_zero())
+        wait.checked_sub(elapsed).filter(|left| !left.is_zero())
     }
 
-    fn remember(&self, alarm: &Alarm, source: &PrometheusSource) {
-        if let Ok(mut queried) = self.queried.lock() {
-            // Deleted alarms are never reconciled again: forget whatever has
-            // not been queried for two of its intervals.
-            queried
-                .retain(|_, last| last.at.elapsed() < 2 * last.interval + Duration::from_secs(60));
-            queried.insert(
-                alarm.uid().unwrap_or_default(),
-                Queried {
-                    generation: alarm.meta().generation.unwrap_or_default(),
-                    at: Instant::now(),
-                    interval: source.interval.get(),
-                },
-            );
-        }
+    /// Records a query that just ended (`failed` or not) and returns how
+    /// long until the next one.
+    fn remember(&self, alarm: &Alarm, source: &PrometheusSource, failed: bool) -> Duration {
+        let generation = alarm.meta().generation.unwrap_or_default();
+        let uid = alarm.uid().unwrap_or_default();
+        let Ok(mut queried) = self.queried.lock() else {
+            return source.effective_interval();
+        };
+        let failures = match queried.get(&uid) {
+            Some(last) if failed && last.generation == generation => last.failures + 1,
+            _ if failed => 1,
+            _ => 0,
+        };
+        let wait = next_wait(source.effective_interval(), failures);
+        // Deleted alarms are never reconciled again: forget whatever has
+        // not been queried for two of its waits.
+        queried.retain(|_, last| last.at.elapsed() < 2 * last.wait + Duration::from_secs(60));
+        queried.insert(
+            uid,
+            Queried {
+                generation,
+                at: Instant::now(),
+                wait,
+                failures,
+            },
+        );
+        wait
     }
 }
 
@@ -216,34 +245,30 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     if let Some(wait) = cx.not_due(alarm, source) {
         return Ok(Action::requeue(wait));
     }
-    cx.remember(alarm, source);
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
-    let sample = match &source.bearer_token_secret_ref {
-        None => {
+    let token = match &source.bearer_token_secret_ref {
+        None => Ok(None),
+        Some(key) => read_secret_key(&ctx.client, &namespace, key)
+            .await
+            .map(Some),
+    };
+    let sample = match token {
+        Ok(token) => {
             prometheus::query(
-                &cx.http,
+                &ctx.outbound,
                 &source.url,
                 &source.query,
-                source.timeout.get(),
-                None,
+                source.effective_timeout(),
+                token.as_deref(),
             )
             .await
         }
-        Some(key) => match read_secret_key(&ctx.client, &namespace, key).await {
-            Ok(token) => {
-                prometheus::query(
-                    &cx.http,
-                    &source.url,
-                    &source.query,
-                    source.timeout.get(),
-                    Some(&token),
-                )
-                .await
-            }
-            Err(message) => Sample::Failed(message),
-        },
+        Err(message) => Sample::Failed(message),
     };
+    // Remembered before the status write, so that a failing write does not
+    // make the alarm due again at once.
+    let wait = cx.remember(alarm, source, matches!(sample, Sample::Failed(_)));
 
     let generation = alarm.meta().generation.unwrap_or_default();
     let status = alarm.status.clone().unwrap_or_default();
@@ -268,19 +293,30 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
                 conditions::READY,
                 true,
                 "Evaluated",
-                format!("queried every {}", source.interval),
+                format!(
+                    "queried every {}",
+                    ApiDuration::from(source.effective_interval())
+                ),
             ),
             DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
         ],
-        Some(error) => vec![
-            DesiredCondition::new(conditions::READY, false, "SourceUnavailable", error.clone()),
-            DesiredCondition::new(
-                conditions::DEGRADED,
-                true,
-                "SourceUnavailable",
-                error.clone(),
-            ),
-        ],
+        Some(error) => {
+            tracing::info!(
+                %error,
+                retry_in = %ApiDuration::from(wait),
+                "the Prometheus query failed; backing off"
+            );
+            let message = format!("{error}; next query in {}", ApiDuration::from(wait));
+            vec![
+                DesiredCondition::new(
+                    conditions::READY,
+                    false,
+                    "SourceUnavailable",
+                    message.clone(),
+                ),
+                DesiredCondition::new(conditions::DEGRADED, true, "SourceUnavailable", message),
+            ]
+        }
     };
     let next = AlarmStatus {
         observed_generation: Some(generation),
@@ -313,7 +349,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     for note in &notes {
         ctx.publish(&reference, KIND, note).await;
     }
-    Ok(Action::requeue(source.interval.get()))
+    Ok(Action::requeue(wait))
 }
 
 /// Marks recorded alerts stale when Alertmanager stopped re-sending them,
@@ -453,4 +489,24 @@ pub fn controller(
         .for_each(|_| futures::future::ready(()))
         .boxed();
     (alarms, run)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_BACKOFF, next_wait};
+
+    #[test]
+    fn failures_double_the_wait_up_to_the_cap() {
+        let interval = Duration::from_secs(5);
+        let waits: Vec<u64> = (0..10)
+            .map(|failures| next_wait(interval, failures).as_secs())
+            .collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
+        assert_eq!(next_wait(interval, u32::MAX), MAX_BACKOFF);
+        // An interval longer than the cap is kept.
+        let hourly = Duration::from_secs(3600);
+        assert_eq!(next_wait(hourly, 3), hourly);
+    }
 }

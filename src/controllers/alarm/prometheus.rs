@@ -1,10 +1,15 @@
 //! The Prometheus source: one instant query through the HTTP API
 //! (`GET /api/v1/query`), its answer read as a [`Sample`]. Anything other
 //! than a well-formed vector or scalar is a failed sample, never a value.
+//! The URL is the tenant's: the call goes through [`Outbound`], and a
+//! failure says what kind of answer came back, never what it said.
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::{Deserialize, de::IgnoredAny};
+
+use crate::outbound::{self, Answer, BodyLimit, Outbound};
 
 use super::evaluate::Sample;
 
@@ -12,16 +17,25 @@ use super::evaluate::Sample;
 /// a mistake in the alarm, reported as a failure.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
 
+/// Prometheus's `errorType`s, the only part of an error answer repeated.
+const ERROR_TYPES: [&str; 7] = [
+    "bad_data",
+    "timeout",
+    "canceled",
+    "execution",
+    "internal",
+    "unavailable",
+    "not_found",
+];
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Answer {
+struct QueryAnswer {
     status: String,
     #[serde(default)]
     data: Option<Data>,
     #[serde(default)]
     error_type: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,61 +59,60 @@ struct Point(IgnoredAny, String);
 /// Queries `base_url` for `query`, within `timeout`, with an optional bearer
 /// token.
 pub async fn query(
-    http: &reqwest::Client,
+    outbound: &Outbound,
     base_url: &str,
     query: &str,
     timeout: Duration,
     token: Option<&str>,
 ) -> Sample {
-    let url = format!("{}/api/v1/query", base_url.trim_end_matches('/'));
+    let mut url = match outbound::parse_base(base_url) {
+        Ok(base) => outbound::join(&base, &["api", "v1", "query"]),
+        Err(error) => return Sample::Failed(error.to_string()),
+    };
     // Prometheus stops evaluating at its own timeout too, so that a slow
     // query does not keep running after we gave up on it.
-    let mut request = http
-        .get(&url)
-        .query(&[
-            ("query", query),
-            ("timeout", &format!("{}ms", timeout.as_millis())),
-        ])
-        .timeout(timeout);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    url.query_pairs_mut()
+        .append_pair("query", query)
+        .append_pair("timeout", &format!("{}ms", timeout.as_millis()));
+    let answer = outbound
+        .call(
+            Method::GET,
+            url,
+            timeout,
+            BodyLimit::Cap(MAX_ANSWER_BYTES),
+            |request| match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            },
+        )
+        .await;
+    match answer {
+        Ok(answer) => read_answer(&answer),
+        Err(outbound::OutboundError::TooLarge { .. }) => Sample::Failed(format!(
+            "the answer is larger than {MAX_ANSWER_BYTES} bytes; narrow the query"
+        )),
+        Err(error) => Sample::Failed(error.to_string()),
     }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) if error.is_timeout() => {
-            return Sample::Failed(format!("no answer from {url} within {timeout:?}"));
-        }
-        Err(error) => return Sample::Failed(format!("cannot query {url}: {error}")),
-    };
-    let code = response.status();
-    let body = match response.bytes().await {
-        Ok(body) if body.len() > MAX_ANSWER_BYTES => {
-            return Sample::Failed(format!(
-                "the answer from {url} is larger than {MAX_ANSWER_BYTES} bytes; narrow the query"
-            ));
-        }
-        Ok(body) => body,
-        Err(error) => return Sample::Failed(format!("cannot read the answer from {url}: {error}")),
-    };
-    read_answer(code.as_u16(), &body)
 }
 
 /// Reads an answer of the query API.
-pub fn read_answer(code: u16, body: &[u8]) -> Sample {
-    let answer: Answer = match serde_json::from_slice(body) {
-        Ok(answer) => answer,
-        Err(error) => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Sample::Failed(format!(
-                "HTTP {code}: not a Prometheus API answer ({error}): {text:?}"
-            ));
-        }
-    };
-    if answer.status != "success" {
+pub fn read_answer(http: &Answer) -> Sample {
+    // Neither the body nor the parser's error (which quotes it) is repeated.
+    let Ok(answer) = serde_json::from_slice::<QueryAnswer>(&http.body) else {
         return Sample::Failed(format!(
-            "HTTP {code}: {}: {}",
-            answer.error_type.as_deref().unwrap_or("error"),
-            answer.error.as_deref().unwrap_or("no detail")
+            "not a Prometheus API answer ({}); check spec.prometheus.url",
+            http.describe()
+        ));
+    };
+    if answer.status != "success" || !http.is_success() {
+        let kind = answer
+            .error_type
+            .as_deref()
+            .filter(|kind| ERROR_TYPES.contains(kind))
+            .unwrap_or("error");
+        return Sample::Failed(format!(
+            "Prometheus refused the query (HTTP {}, {kind}); try it in the Prometheus UI to see why",
+            http.status
         ));
     }
     let points: Vec<Point> = match answer.data {
@@ -121,7 +134,7 @@ pub fn read_answer(code: u16, body: &[u8]) -> Sample {
         // Prometheus writes NaN, +Inf and -Inf as Rust parses them.
         match text.parse::<f64>() {
             Ok(value) => values.push(value),
-            Err(_) => return Sample::Failed(format!("the sample value {text:?} is not a number")),
+            Err(_) => return Sample::Failed("a sample value is not a number".to_owned()),
         }
     }
     Sample::Values(values)
@@ -138,6 +151,18 @@ mod tests {
         }
     }
 
+    fn answer(status: u16, body: &[u8]) -> Answer {
+        Answer {
+            status,
+            content_type: "application/json".to_owned(),
+            body: body.to_vec(),
+        }
+    }
+
+    fn read_http(status: u16, body: &[u8]) -> Sample {
+        read_answer(&answer(status, body))
+    }
+
     fn failure(sample: Sample) -> String {
         match sample {
             Sample::Failed(error) => error,
@@ -151,7 +176,7 @@ mod tests {
             {"metric":{"region":"eu"},"value":[1700000000.123,"0.25"]},
             {"metric":{"region":"us"},"value":[1700000000.123,"NaN"]},
             {"metric":{"region":"ap"},"value":[1700000000.123,"+Inf"]}]}}"#;
-        let read = values(read_answer(200, vector));
+        let read = values(read_http(200, vector));
         assert_eq!(read.len(), 3);
         assert_eq!(read[0], 0.25);
         assert!(read[1].is_nan());
@@ -159,24 +184,51 @@ mod tests {
 
         let scalar =
             br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"-Inf"]}}"#;
-        assert_eq!(values(read_answer(200, scalar)), vec![f64::NEG_INFINITY]);
+        assert_eq!(values(read_http(200, scalar)), vec![f64::NEG_INFINITY]);
 
         let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert!(values(read_answer(200, empty)).is_empty());
+        assert!(values(read_http(200, empty)).is_empty());
     }
 
     #[test]
     fn errors_and_odd_answers_fail() {
         let bad = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#;
-        let error = failure(read_answer(400, bad));
+        let error = failure(read_http(400, bad));
         assert!(
-            error.contains("bad_data") && error.contains("parse error"),
+            error.contains("bad_data") && error.contains("HTTP 400"),
             "{error}"
         );
-        assert!(failure(read_answer(502, b"<html>bad gateway</html>")).contains("HTTP 502"));
+        assert!(failure(read_http(502, b"<html>bad gateway</html>")).contains("HTTP 502"));
         let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
-        assert!(failure(read_answer(200, matrix)).contains("range vector"));
+        assert!(failure(read_http(200, matrix)).contains("range vector"));
         let word = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"high"]}}"#;
-        assert!(failure(read_answer(200, word)).contains("not a number"));
+        assert!(failure(read_http(200, word)).contains("not a number"));
+    }
+
+    /// What a cloud metadata service, or any other non-Prometheus answer,
+    /// says is never repeated in the failure a tenant reads.
+    #[test]
+    fn no_part_of_an_answer_is_repeated() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let answers = [
+            format!(r#"{{"Code":"Success","AccessKeyId":"AKIA","SecretAccessKey":"{secret}"}}"#),
+            format!(r#"{{"status":"error","errorType":"{secret}","error":"{secret}"}}"#),
+            format!(r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{secret}"]}}}}"#),
+            format!(r#"{{"status":{secret:?}}}"#),
+            secret.to_owned(),
+        ];
+        for body in answers {
+            for status in [200, 400, 500] {
+                let sample = read_answer(&Answer {
+                    status,
+                    content_type: "text/plain".to_owned(),
+                    body: body.clone().into_bytes(),
+                });
+                let Sample::Failed(message) = sample else {
+                    panic!("{body} read as values");
+                };
+                assert!(!message.contains("wJalr"), "{message}");
+            }
+        }
     }
 }

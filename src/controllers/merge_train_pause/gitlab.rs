@@ -19,9 +19,13 @@
 
 use std::time::Duration;
 
+use reqwest::{Method, RequestBuilder, Url};
 use serde::Deserialize;
 
-use crate::api::merge_train_pause::{GitLabProvider, RestoreState};
+use crate::{
+    api::merge_train_pause::{GitLabProvider, RestoreState},
+    outbound::{self, Answer, BodyLimit, Outbound},
+};
 
 use super::{
     plan::Report,
@@ -29,61 +33,52 @@ use super::{
 };
 
 const PROVIDER: &str = "GitLab";
+/// Largest answer read from GitLab: a pipeline schedule is a few kilobytes.
+const MAX_ANSWER_BYTES: usize = 256 << 10;
 
 /// A GitLab pipeline schedule, reached with a token.
 pub struct GitLab {
-    client: reqwest::Client,
-    schedule_url: String,
+    outbound: Outbound,
+    timeout: Duration,
+    schedule_url: Url,
     schedule_id: i64,
     token: String,
 }
 
-/// The fields of a pipeline schedule the provider reads.
-#[derive(Clone, Debug, Deserialize)]
+/// The field of a pipeline schedule the provider reads. Nothing else of
+/// GitLab's answer is kept: no part of it reaches a status or an event.
+#[derive(Clone, Copy, Debug, Deserialize)]
 struct Schedule {
     active: bool,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    owner: Option<Owner>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct Owner {
-    username: String,
-}
-
-/// Percent-encodes a project id or path for one URL path segment: every
-/// byte but RFC 3986's unreserved characters.
-pub fn encode_project(project: &str) -> String {
-    let mut encoded = String::with_capacity(project.len());
-    for byte in project.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 impl GitLab {
-    /// A provider for `settings`, authenticating with `token`.
+    /// A provider for `settings`, authenticating with `token`, calling
+    /// through `outbound`.
     pub fn new(
+        outbound: &Outbound,
         settings: &GitLabProvider,
         token: String,
         timeout: Duration,
     ) -> Result<Self, ProviderError> {
-        let client = crate::outbound::client(timeout)
-            .map_err(|error| ProviderError::Settings(error.to_string()))?;
-        let schedule_url = format!(
-            "{}/api/v4/projects/{}/pipeline_schedules/{}",
-            settings.url.trim_end_matches('/'),
-            encode_project(&settings.project),
-            settings.pipeline_schedule_id
+        let base = outbound::parse_base(&settings.url).map_err(|error| {
+            ProviderError::Settings(format!("spec.provider.gitlab.url: {error}"))
+        })?;
+        // The project path is one segment: its `/` is percent-encoded.
+        let schedule_url = outbound::join(
+            &base,
+            &[
+                "api",
+                "v4",
+                "projects",
+                &settings.project,
+                "pipeline_schedules",
+                &settings.pipeline_schedule_id.to_string(),
+            ],
         );
         Ok(GitLab {
-            client,
+            outbound: outbound.clone(),
+            timeout,
             schedule_url,
             schedule_id: settings.pipeline_schedule_id,
             token: token.trim().to_owned(),
@@ -92,32 +87,30 @@ impl GitLab {
 
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        method: Method,
+        url: Url,
         what: &str,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let response = request
-            .header("PRIVATE-TOKEN", &self.token)
-            .send()
+        prepare: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Answer, ProviderError> {
+        let answer = self
+            .outbound
+            .call(
+                method,
+                url,
+                self.timeout,
+                BodyLimit::Cap(MAX_ANSWER_BYTES),
+                |request| prepare(request.header("PRIVATE-TOKEN", &self.token)),
+            )
             .await
             .map_err(|source| ProviderError::Transport {
                 provider: PROVIDER,
                 what: what.to_owned(),
                 source,
             })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
+        if answer.is_success() {
+            return Ok(answer);
         }
-        let body = response.text().await.unwrap_or_default();
-        let said = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|json| {
-                json.get("message")
-                    .or_else(|| json.get("error"))
-                    .map(|m| m.to_string())
-            })
-            .unwrap_or_else(|| body.chars().take(200).collect());
-        let advice = match status.as_u16() {
+        let advice = match answer.status {
             401 => "the token was rejected: check the Secret named in tokenSecretRef",
             403 => "the token's user may not do this",
             404 => "no such project or pipeline schedule (or the token cannot see it)",
@@ -127,25 +120,25 @@ impl GitLab {
         };
         Err(ProviderError::Status {
             provider: PROVIDER,
-            status: status.as_u16(),
+            status: answer.status,
             what: what.to_owned(),
-            message: format!("{advice} ({said})"),
+            message: format!("{advice} ({})", answer.describe()),
         })
     }
 
     async fn read(&self) -> Result<Schedule, ProviderError> {
         let what = format!("reading pipeline schedule {}", self.schedule_id);
-        let response = self
-            .send(self.client.get(&self.schedule_url), &what)
+        let answer = self
+            .send(Method::GET, self.schedule_url.clone(), &what, |r| r)
             .await?;
-        response
-            .json()
-            .await
-            .map_err(|source| ProviderError::Transport {
-                provider: PROVIDER,
-                what,
-                source,
-            })
+        // The parser's error quotes the answer: only its kind is told.
+        serde_json::from_slice(&answer.body).map_err(|_| ProviderError::Unconfirmed {
+            provider: PROVIDER,
+            message: format!(
+                "{what}: the answer is not a pipeline schedule ({}); check spec.provider.gitlab.url",
+                answer.describe()
+            ),
+        })
     }
 
     async fn edit(&self, active: bool) -> Result<(), ProviderError> {
@@ -154,9 +147,11 @@ impl GitLab {
             self.schedule_id
         );
         let body = serde_json::json!({ "active": active });
-        self.send(self.client.put(&self.schedule_url).json(&body), &what)
-            .await
-            .map(drop)
+        self.send(Method::PUT, self.schedule_url.clone(), &what, |request| {
+            request.json(&body)
+        })
+        .await
+        .map(drop)
     }
 
     /// Sets `active`, taking ownership when the edit is refused (see the
@@ -167,8 +162,8 @@ impl GitLab {
             Ok(()) => false,
             Err(error) if error.status() == Some(403) => {
                 let what = format!("taking ownership of pipeline schedule {}", self.schedule_id);
-                let url = format!("{}/take_ownership", self.schedule_url);
-                self.send(self.client.post(url), &what)
+                let url = outbound::join(&self.schedule_url, &["take_ownership"]);
+                self.send(Method::POST, url, &what, |r| r)
                     .await
                     .map_err(|error| match error {
                         ProviderError::Status {
@@ -201,15 +196,8 @@ impl GitLab {
         Ok((schedule, took_ownership))
     }
 
-    fn describe(&self, schedule: &Schedule) -> String {
-        let mut text = format!("pipeline schedule {}", self.schedule_id);
-        if let Some(description) = &schedule.description {
-            text.push_str(&format!(" ({description})"));
-        }
-        if let Some(owner) = &schedule.owner {
-            text.push_str(&format!(", owned by {}", owner.username));
-        }
-        text
+    fn describe(&self) -> String {
+        format!("pipeline schedule {}", self.schedule_id)
     }
 
     async fn change(&self, active: bool, verb: &str) -> Result<Report, ProviderError> {
@@ -218,7 +206,7 @@ impl GitLab {
             return Ok(Report {
                 active: Some(active),
                 restore: None,
-                message: format!("{} was already {verb}", self.describe(&before)),
+                message: format!("{} was already {verb}", self.describe()),
             });
         }
         let (after, took_ownership) = self.set_active(active).await?;
@@ -230,7 +218,7 @@ impl GitLab {
         Ok(Report {
             active: Some(after.active),
             restore: None,
-            message: format!("{} is now {verb}{ownership}", self.describe(&after)),
+            message: format!("{} is now {verb}{ownership}", self.describe()),
         })
     }
 }
@@ -249,7 +237,7 @@ impl TrainProvider for GitLab {
             }),
             message: format!(
                 "{} is {}",
-                self.describe(&schedule),
+                self.describe(),
                 if schedule.active {
                     "active"
                 } else {
@@ -282,7 +270,7 @@ impl TrainProvider for GitLab {
                 Ok(Report {
                     active: Some(schedule.active),
                     restore: None,
-                    message: format!("{} {why}", self.describe(&schedule)),
+                    message: format!("{} {why}", self.describe()),
                 })
             }
         }
@@ -291,13 +279,44 @@ impl TrainProvider for GitLab {
 
 #[cfg(test)]
 mod tests {
+    use crate::{api::merge_train_pause::GitLabProvider, outbound::Outbound};
+
+    fn provider(url: &str, project: &str) -> Result<super::GitLab, super::ProviderError> {
+        let settings: GitLabProvider = serde_json::from_value(serde_json::json!({
+            "url": url,
+            "project": project,
+            "pipelineScheduleId": 7,
+            "tokenSecretRef": {"name": "gitlab", "key": "token"},
+        }))
+        .expect("valid settings");
+        let outbound = Outbound::new(Vec::new()).expect("outbound");
+        super::GitLab::new(
+            &outbound,
+            &settings,
+            "token".to_owned(),
+            std::time::Duration::from_secs(1),
+        )
+    }
+
     #[test]
     fn project_paths_are_encoded_as_one_segment() {
+        let gitlab = provider("https://gitlab.example.com/", "platform/graphql-api").expect("ok");
         assert_eq!(
-            super::encode_project("platform/graphql-api"),
-            "platform%2Fgraphql-api"
+            gitlab.schedule_url.as_str(),
+            "https://gitlab.example.com/api/v4/projects/platform%2Fgraphql-api/pipeline_schedules/7"
         );
-        assert_eq!(super::encode_project("42"), "42");
-        assert_eq!(super::encode_project("a b/c.d"), "a%20b%2Fc.d");
+        let gitlab = provider("https://gitlab.example.com/gl", "a b?c#d").expect("ok");
+        assert_eq!(
+            gitlab.schedule_url.as_str(),
+            "https://gitlab.example.com/gl/api/v4/projects/a%20b%3Fc%23d/pipeline_schedules/7"
+        );
+    }
+
+    #[test]
+    fn a_url_that_would_swallow_the_path_is_refused() {
+        for url in ["https://internal/secret?", "https://internal/secret#"] {
+            let error = provider(url, "p").err().expect("refused");
+            assert_eq!(error.reason(), "InvalidSettings", "{url}: {error}");
+        }
     }
 }

@@ -37,6 +37,7 @@ use crate::{
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
     },
     controllers::{Context, error_policy, reflected, weblab_dial::scoped},
+    outbound::Outbound,
 };
 
 use plan::{ClearReading, Operation, Plan, World};
@@ -137,6 +138,7 @@ async fn read_secret(
 /// The provider `spec` names, with its Secret read.
 async fn provider_for(
     client: &Client,
+    outbound: &Outbound,
     namespace: &str,
     spec: &MergeTrainPauseSpec,
 ) -> Result<AnyProvider, ProviderError> {
@@ -151,14 +153,16 @@ async fn provider_for(
             let token = String::from_utf8(token).map_err(|_| {
                 ProviderError::Settings("the GitLab token is not UTF-8 text".to_owned())
             })?;
-            gitlab::GitLab::new(settings, token, PROVIDER_TIMEOUT).map(AnyProvider::GitLab)
+            gitlab::GitLab::new(outbound, settings, token, PROVIDER_TIMEOUT)
+                .map(AnyProvider::GitLab)
         }
         ProviderType::Webhook => {
             let settings = provider.webhook.as_ref().ok_or_else(|| {
                 ProviderError::Settings("provider type Webhook needs provider.webhook".to_owned())
             })?;
             let key = read_secret(client, namespace, &settings.secret_ref).await?;
-            webhook::Webhook::new(&settings.url, key, PROVIDER_TIMEOUT).map(AnyProvider::Webhook)
+            webhook::Webhook::new(outbound, &settings.url, key, PROVIDER_TIMEOUT)
+                .map(AnyProvider::Webhook)
         }
     }
 }
@@ -180,7 +184,8 @@ async fn call(
         expires_at: plan::expires_at(world).map(|at| at.to_string()),
     };
     let provider_name = format!("{:?}", pause.spec.train.provider.type_);
-    let outcome = match provider_for(&cx.ctx.client, &namespace, &pause.spec).await {
+    let provider = provider_for(&cx.ctx.client, &cx.ctx.outbound, &namespace, &pause.spec);
+    let outcome = match provider.await {
         Ok(provider) => match operation {
             Operation::Prepare => provider.prepare(&request).await,
             Operation::Pause => provider.pause(&request).await,

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use crate::api::merge_train_pause::RestoreState;
+use crate::{api::merge_train_pause::RestoreState, outbound::OutboundError};
 
 use super::{gitlab::GitLab, plan::Report, webhook::Webhook};
 
@@ -37,10 +37,12 @@ pub enum ProviderError {
         status: u16,
         /// The request, in words.
         what: String,
-        /// What it said, or what to do about it.
+        /// What to do about it, and the kind of answer (status, content
+        /// type, size): never what the provider said.
         message: String,
     },
-    /// The provider could not be reached or its answer not read.
+    /// The provider could not be reached, its address is refused, or its
+    /// answer is a redirect or too large.
     #[error("{provider} cannot be reached for {what}: {source}")]
     Transport {
         /// Which provider.
@@ -49,7 +51,7 @@ pub enum ProviderError {
         what: String,
         /// What failed.
         #[source]
-        source: reqwest::Error,
+        source: OutboundError,
     },
     /// The change was accepted but reading it back shows otherwise.
     #[error("{provider}: {message}")]
@@ -74,7 +76,7 @@ impl ProviderError {
             ProviderError::Status { status: 409, .. } => "Conflict",
             ProviderError::Status { status, .. } if *status >= 500 => "ServerError",
             ProviderError::Status { .. } => "Rejected",
-            ProviderError::Transport { .. } => "Unreachable",
+            ProviderError::Transport { source, .. } => source.reason(),
             ProviderError::Unconfirmed { .. } => "Unconfirmed",
             ProviderError::Settings(_) => "InvalidSettings",
         }

@@ -21,7 +21,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
 
-use crate::api::merge_train_pause::RestoreState;
+use reqwest::{Method, Url};
+
+use crate::{
+    api::merge_train_pause::RestoreState,
+    outbound::{self, BodyLimit, Outbound},
+};
 
 use super::{
     plan::Report,
@@ -58,24 +63,32 @@ pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 /// A signed HTTP endpoint.
 pub struct Webhook {
-    client: reqwest::Client,
-    url: String,
+    outbound: Outbound,
+    timeout: Duration,
+    url: Url,
     key: Vec<u8>,
 }
 
 impl Webhook {
-    /// A webhook to `url` signed with `key`.
-    pub fn new(url: &str, key: Vec<u8>, timeout: Duration) -> Result<Self, ProviderError> {
+    /// A webhook to `url` signed with `key`, called through `outbound`.
+    pub fn new(
+        outbound: &Outbound,
+        url: &str,
+        key: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Self, ProviderError> {
         if key.is_empty() {
             return Err(ProviderError::Settings(
                 "the webhook's signing key is empty".to_owned(),
             ));
         }
-        let client = crate::outbound::client(timeout)
-            .map_err(|error| ProviderError::Settings(error.to_string()))?;
+        let url = outbound::parse_base(url).map_err(|error| {
+            ProviderError::Settings(format!("spec.provider.webhook.url: {error}"))
+        })?;
         Ok(Webhook {
-            client,
-            url: url.to_owned(),
+            outbound: outbound.clone(),
+            timeout,
+            url,
             key,
         })
     }
@@ -97,36 +110,37 @@ impl Webhook {
         let body = serde_json::to_vec(&Self::body(action, request))
             .map_err(|error| ProviderError::Settings(error.to_string()))?;
         let timestamp = Timestamp::now().as_second();
-        let response = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, sign(&self.key, timestamp, &body))
-            .body(body)
-            .send()
+        let signature = sign(&self.key, timestamp, &body);
+        // Only the status matters: the answer's body is never read.
+        let answer = self
+            .outbound
+            .call(
+                Method::POST,
+                self.url.clone(),
+                self.timeout,
+                BodyLimit::Ignore,
+                |request| {
+                    request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .header(TIMESTAMP_HEADER, timestamp.to_string())
+                        .header(SIGNATURE_HEADER, signature)
+                        .body(body)
+                },
+            )
             .await
             .map_err(|source| ProviderError::Transport {
                 provider: PROVIDER,
                 what: what.clone(),
                 source,
             })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(status.as_u16());
+        if answer.is_success() {
+            return Ok(answer.status);
         }
-        let said: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect();
         Err(ProviderError::Status {
             provider: PROVIDER,
-            status: status.as_u16(),
+            status: answer.status,
             what,
-            message: format!("the receiver refused ({said})"),
+            message: format!("the receiver refused ({})", answer.content_type),
         })
     }
 
