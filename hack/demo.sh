@@ -67,6 +67,7 @@ up() {
   echo "starting the operator on 127.0.0.1:$port ..."
   setsid nohup "$bin/weblab-operator" run --kubeconfig "$dir/kubeconfig" --listen "127.0.0.1:$port" \
     --leader-election --lease-namespace kube-system --webhook-token-secret demo/weblab-webhook \
+    --allow-outbound-url-prefix http://127.0.0.1: \
     >"$dir/operator.log" 2>&1 &
   echo $! >"$dir/operator.pid"
   if ! wait_for "the operator to be ready (see $dir/operator.log)" 120 curl -fsS "http://127.0.0.1:$port/readyz"; then
@@ -110,11 +111,11 @@ metadata:
   labels: {demo: guarded}
 spec:
   severity: Sev2
-  description: checkout error ratio above 5%, pulled from Prometheus every 2s.
+  description: checkout error ratio above 5%, pulled from Prometheus every 5s.
   prometheus:
     url: $1
     query: max(demo_error_ratio)
-    interval: 2s
+    interval: 5s
     comparison: GreaterThan
     threshold: 0.05
 ---

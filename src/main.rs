@@ -112,16 +112,22 @@ struct RunArgs {
     allow_outbound_url_prefixes: Vec<String>,
 }
 
-/// An `http://` or `https://` prefix with at least a host.
+/// An `http://` or `https://` prefix with at least a host, its scheme and
+/// host in lower case as URLs are compared once parsed.
 fn parse_url_prefix(text: &str) -> Result<String, String> {
-    let host = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"))
+    let (scheme, rest) = text
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https"))
         .ok_or_else(|| format!("{text:?} does not start with http:// or https://"))?;
-    if host.is_empty() || host.starts_with([':', '/']) {
+    if rest.is_empty() || rest.starts_with([':', '/']) {
         return Err(format!("{text:?} names no host"));
     }
-    Ok(text.to_owned())
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    Ok(format!(
+        "{}://{}{path}",
+        scheme.to_ascii_lowercase(),
+        authority.to_ascii_lowercase()
+    ))
 }
 
 fn parse_secret_name(text: &str) -> Result<(String, String), String> {

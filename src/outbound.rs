@@ -106,7 +106,9 @@ pub enum OutboundError {
         status: u16,
     },
     /// The answer is larger than the call reads.
-    #[error("the answer (HTTP {status}, {content_type}) is larger than {cap} bytes; stopped reading")]
+    #[error(
+        "the answer (HTTP {status}, {content_type}) is larger than {cap} bytes; stopped reading"
+    )]
     TooLarge {
         /// The HTTP status.
         status: u16,
@@ -170,18 +172,30 @@ impl Answer {
     }
 }
 
-/// Parses a base URL a tenant gave (a Prometheus server, a GitLab instance,
-/// a webhook receiver): `http` or `https`, a host, no credentials, no query,
-/// no fragment.
+/// Parses a base URL a tenant gave, to which the operator appends a path
+/// (a Prometheus server, a GitLab instance): `http` or `https`, a host, no
+/// credentials, no query, no fragment.
 pub fn parse_base(text: &str) -> Result<Url, OutboundError> {
+    if text.contains('?') {
+        return Err(OutboundError::InvalidUrl {
+            url: text.to_owned(),
+            why: "a query (?) is not allowed in a base URL",
+        });
+    }
+    parse_target(text)
+}
+
+/// Parses a URL a tenant gave that is called as it is (a webhook
+/// receiver): like [`parse_base`], but a query is allowed.
+pub fn parse_target(text: &str) -> Result<Url, OutboundError> {
     let invalid = |why| OutboundError::InvalidUrl {
         url: text.to_owned(),
         why,
     };
-    // The parser keeps an empty query or fragment; the raw text is checked
-    // as well, so that nothing after `?` or `#` can ride along.
-    if text.contains(['?', '#']) {
-        return Err(invalid("a query (?) or fragment (#) is not allowed"));
+    // The parser keeps an empty fragment; the raw text is checked as well,
+    // so that nothing after `#` can ride along.
+    if text.contains('#') {
+        return Err(invalid("a fragment (#) is not allowed"));
     }
     let url = Url::parse(text).map_err(|_| invalid("it does not parse as a URL"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -199,9 +213,6 @@ pub fn parse_base(text: &str) -> Result<Url, OutboundError> {
         return Err(invalid(
             "credentials in the URL are not allowed; use the resource's Secret reference",
         ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("a query (?) or fragment (#) is not allowed"));
     }
     Ok(url)
 }
@@ -251,7 +262,9 @@ fn refused_v6(address: Ipv6Addr) -> Option<&'static str> {
     }
     let octets = address.octets();
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return refused_v4(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]));
+        return refused_v4(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ));
     }
     if segments[0] == 0x2002 {
         return refused_v4(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]));
@@ -282,9 +295,8 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let reachable: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -296,7 +308,8 @@ impl Resolve for GuardedResolver {
                     host,
                     address: first.ip(),
                     class: refused_class(first.ip()).unwrap_or("refused"),
-                }) as Box<dyn std::error::Error + Send + Sync>),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>),
                 (true, None) => Err(format!("{host} resolves to no address").into()),
             }
         })
@@ -328,7 +341,11 @@ impl Outbound {
     pub fn new(allowed_prefixes: Vec<String>) -> Result<Self> {
         // No proxy: a proxy would resolve the names itself, past the
         // address check.
-        let common = || builder(CEILING).redirect(redirect::Policy::none()).no_proxy();
+        let common = || {
+            builder(CEILING)
+                .redirect(redirect::Policy::none())
+                .no_proxy()
+        };
         Ok(Outbound {
             guarded: common()
                 .dns_resolver(GuardedResolver)
@@ -349,9 +366,12 @@ impl Outbound {
             return Ok(&self.trusted);
         }
         // The resolver never sees an address written in the URL: judge it here.
-        let address = url
-            .host_str()
-            .and_then(|host| host.trim_start_matches('[').trim_end_matches(']').parse().ok());
+        let address = url.host_str().and_then(|host| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        });
         if let Some(address) = address
             && let Some(class) = refused_class(address)
         {

@@ -543,7 +543,7 @@ async fn without_its_secret_the_webhook_refuses_everything() {
 }
 
 /// A Prometheus alarm on `max(checkout_error_ratio)` above 5%, evaluated
-/// every second.
+/// every 5 s (the shortest interval the API server accepts).
 fn prometheus_alarm(name: &str, prometheus: &Prometheus) -> String {
     format!(
         "apiVersion: weblab.dev/v1alpha1
@@ -555,7 +555,7 @@ spec:
   prometheus:
     url: {}
     query: max(checkout_error_ratio)
-    interval: 1s
+    interval: 5s
     timeout: 2s
     comparison: GreaterThan
     threshold: 0.05

@@ -219,8 +219,13 @@ impl Server {
         // The contract server is on loopback, as an administrator's
         // allowed prefix lets it be.
         let outbound = Outbound::new(vec!["http://127.0.0.1:".to_owned()]).expect("outbound");
-        GitLab::new(&outbound, &settings, token.to_owned(), Duration::from_secs(5))
-            .expect("a provider")
+        GitLab::new(
+            &outbound,
+            &settings,
+            token.to_owned(),
+            Duration::from_secs(5),
+        )
+        .expect("a provider")
     }
 
     fn schedule(&self) -> Schedule {
@@ -371,7 +376,10 @@ async fn contract_404_an_unknown_schedule_is_reported_as_not_found() {
     // What GitLab said is not repeated (a tenant reads this in its status):
     // the status, the content type and the size are.
     let message = error.to_string();
-    assert!(!message.contains("Pipeline Schedule Not Found"), "{message}");
+    assert!(
+        !message.contains("Pipeline Schedule Not Found"),
+        "{message}"
+    );
     assert!(
         message.contains("no such project or pipeline schedule")
             && message.contains("HTTP 404, application/json"),

@@ -107,7 +107,7 @@ async fn what_the_chart_renders_passes_a_server_side_dry_run() {
 async fn optional_objects_are_rendered_only_when_enabled() {
     let plane = plane().await;
     let defaults = kinds(&render(plane, "ops", &[]).await);
-    for kind in ["NetworkPolicy", "ServiceMonitor", "PrometheusRule"] {
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
         assert!(
             !defaults.iter().any(|k| k == kind),
             "{kind} in {defaults:?}"
@@ -117,6 +117,7 @@ async fn optional_objects_are_rendered_only_when_enabled() {
         "Deployment",
         "Service",
         "ServiceAccount",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "ConfigMap",
         "ClusterRole",
@@ -145,14 +146,63 @@ async fn optional_objects_are_rendered_only_when_enabled() {
         &render(
             plane,
             "ops",
-            &["podDisruptionBudget.enabled=false,grafanaDashboard.enabled=false,rbac.rollback.enabled=false"],
+            &["podDisruptionBudget.enabled=false,grafanaDashboard.enabled=false,rbac.rollback.enabled=false,networkPolicy.enabled=false"],
         )
         .await,
     );
     assert!(
         !without
             .iter()
-            .any(|k| k == "PodDisruptionBudget" || k == "ConfigMap")
+            .any(|k| k == "PodDisruptionBudget" || k == "ConfigMap" || k == "NetworkPolicy")
+    );
+}
+
+#[tokio::test]
+async fn by_default_egress_is_limited_and_the_allowlist_reaches_the_flag() {
+    let plane = plane().await;
+    let rendered = render(
+        plane,
+        "ops",
+        &["outbound.allowUrlPrefixes={http://prometheus.monitoring.svc:9090/}"],
+    )
+    .await;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).expect("YAML");
+    let policy = docs
+        .iter()
+        .find(|doc| doc["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy by default");
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let egress = policy["spec"]["egress"].as_array().expect("egress rules");
+    let ports: Vec<&serde_json::Value> = egress
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().into_iter().flatten())
+        .map(|port| &port["port"])
+        .collect();
+    for port in [53, 443, 6443] {
+        assert!(ports.contains(&&serde_json::json!(port)), "{egress:?}");
+    }
+    // Without a lookup (helm template), the API server rule still keeps
+    // loopback and link-local (cloud metadata) addresses out.
+    let except = &egress[1]["to"][0]["ipBlock"]["except"];
+    assert_eq!(
+        except,
+        &serde_json::json!(["127.0.0.0/8", "169.254.0.0/16"]),
+        "{egress:?}"
+    );
+    let deployment = docs
+        .iter()
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("the Deployment");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .is_some_and(|args| args.contains(&serde_json::json!(
+                "--allow-outbound-url-prefix=http://prometheus.monitoring.svc:9090/"
+            ))),
+        "{args}"
     );
 }
 
@@ -207,6 +257,11 @@ async fn bad_values_fail_with_a_message_naming_the_value() {
         ("podDisruptionBudget.minAvailable=half", "minAvailable"),
         ("replicas=3", "replicas"),
         ("serviceMonitor.interval=soon", "interval"),
+        (
+            "outbound.allowUrlPrefixes={ftp://files}",
+            "allowUrlPrefixes",
+        ),
+        ("networkPolicy.egress.apiServer.cidrs={kubernetes}", "cidrs"),
         (
             "leaderElection.enabled=false",
             "replicaCount > 1 needs leaderElection.enabled=true",

@@ -197,6 +197,9 @@ pub async fn rollback_waves() -> BenchResult<()> {
         .arg("--kubeconfig")
         .arg(plane.kubeconfig_path())
         .args([
+            // The benchmark's Prometheus and receivers are on loopback.
+            "--allow-outbound-url-prefix",
+            "http://127.0.0.1:",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--namespace",

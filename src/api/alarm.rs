@@ -88,8 +88,9 @@ pub struct AlarmSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
-    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`;
+    /// no credentials, query or fragment.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s?#@]+$"))]
     pub url: String,
 
     /// An instant PromQL query; its result is reduced to one number.

@@ -144,8 +144,9 @@ pub enum ProviderType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitLabProvider {
-    /// The GitLab instance, e.g. `https://gitlab.example.com`.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    /// The GitLab instance, e.g. `https://gitlab.example.com`; no
+    /// credentials, query or fragment.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s?#@]+$"))]
     pub url: String,
     /// The project's id or its full path (`group/project`).
     #[schemars(length(min = 1, max = 512))]
@@ -162,8 +163,8 @@ pub struct GitLabProvider {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookProvider {
-    /// Where to POST.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    /// Where to POST; no credentials or fragment.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s#@]+$"))]
     pub url: String,
     /// The HMAC key.
     pub secret_ref: SecretKeyRef,

@@ -28,6 +28,7 @@ fn base_urls_are_http_with_a_host_and_nothing_that_rewrites_the_path() {
         "http://internal/secret?",
         "http://internal/secret#",
         "http://internal/?a=b",
+        "http://internal/?a=b#",
         "file:///etc/passwd",
         "ftp://internal/",
         "http://user:password@internal/",
@@ -40,6 +41,13 @@ fn base_urls_are_http_with_a_host_and_nothing_that_rewrites_the_path() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn a_called_url_may_have_a_query_but_no_fragment() {
+    assert!(parse_target("https://hooks.example.com/in?team=a").is_ok());
+    assert!(parse_target("https://hooks.example.com/in#").is_err());
+    assert!(parse_target("https://user@hooks.example.com/in").is_err());
 }
 
 #[test]
@@ -79,7 +87,13 @@ fn loopback_link_local_and_metadata_addresses_are_refused() {
         assert!(refused_class(address).is_some(), "{refused}");
     }
     // Private ranges are where in-cluster services answer.
-    for reachable in ["10.0.0.1", "172.16.5.4", "192.168.1.1", "8.8.8.8", "fd12::1"] {
+    for reachable in [
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "8.8.8.8",
+        "fd12::1",
+    ] {
         let address: IpAddr = reachable.parse().expect("an address");
         assert_eq!(refused_class(address), None, "{reachable}");
     }
@@ -137,7 +151,8 @@ async fn get(outbound: &Outbound, url: &str, limit: BodyLimit) -> Result<Answer,
         .await
 }
 
-const OK_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\nconnection: close\r\n\r\n";
+const OK_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\nconnection: close\r\n\r\n";
 
 #[tokio::test]
 async fn loopback_is_refused_by_address_and_by_name_before_connecting() {

@@ -121,13 +121,26 @@ impl Operator {
         Operator::start_with_kubeconfig(plane, &identity.kubeconfig, &all).await
     }
 
-    /// Starts the operator with `kubeconfig` and `args` and waits until
+    /// Starts the operator with `kubeconfig` and `args`, allowed to reach
+    /// the tests' servers on loopback ([`ALLOW_LOOPBACK`]), and waits until
     /// `/readyz` answers 200.
     pub async fn start_with_kubeconfig(
         plane: &ControlPlane,
         kubeconfig: &Path,
         args: &[&str],
     ) -> Operator {
+        let mut all = ALLOW_LOOPBACK.to_vec();
+        all.extend_from_slice(args);
+        Operator::spawn(plane, kubeconfig, &all).await
+    }
+
+    /// Starts the operator with `args` and no outbound allowance, as an
+    /// installation without `--allow-outbound-url-prefix` runs.
+    pub async fn start_strict(plane: &ControlPlane, args: &[&str]) -> Operator {
+        Operator::spawn(plane, plane.kubeconfig_path(), args).await
+    }
+
+    async fn spawn(plane: &ControlPlane, kubeconfig: &Path, args: &[&str]) -> Operator {
         let port = free_port();
         let log = plane.dir().join(format!("operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -200,6 +213,11 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+/// The tests' Prometheus, GitLab contract server and webhook receivers
+/// listen on loopback, which outbound calls refuse unless an administrator
+/// allows it: every test operator but [`Operator::start_strict`] is.
+pub const ALLOW_LOOPBACK: [&str; 2] = ["--allow-outbound-url-prefix", "http://127.0.0.1:"];
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
@@ -344,32 +362,7 @@ pub async fn chart_identity(plane: &ControlPlane) -> &'static ChartIdentity {
             .await;
             assert!(token.status.success(), "TokenRequest: {}", describe(&token));
             let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-            let ca = plane.dir().join("chart-identity-ca.pem");
-            std::fs::write(&ca, plane.ca_pem()).expect("write the CA");
-            let kubeconfig = plane.dir().join("chart-identity.kubeconfig");
-            let yaml = format!(
-                "apiVersion: v1
-kind: Config
-clusters:
-  - name: plane
-    cluster:
-      server: {server}
-      certificate-authority: {ca}
-users:
-  - name: {CHART_RELEASE}
-    user:
-      token: {token}
-contexts:
-  - name: chart
-    context:
-      cluster: plane
-      user: {CHART_RELEASE}
-current-context: chart
-",
-                server = plane.server_url(),
-                ca = ca.display(),
-            );
-            std::fs::write(&kubeconfig, yaml).expect("write the kubeconfig");
+            let kubeconfig = token_kubeconfig(plane, "chart-identity", &token);
             ChartIdentity {
                 kubeconfig,
                 namespace: CHART_NAMESPACE.to_owned(),
@@ -448,4 +441,96 @@ pub async fn push_alert(operator: &Operator, alertname: &str, status: &str) {
         "the operator never recorded {alertname} {status}:\n{}",
         operator.logs()
     );
+}
+
+/// A kubeconfig for this control plane that authenticates with `token`,
+/// written as `<name>.kubeconfig` in the plane's directory.
+pub fn token_kubeconfig(plane: &ControlPlane, name: &str, token: &str) -> PathBuf {
+    let ca = plane.dir().join(format!("{name}-ca.pem"));
+    std::fs::write(&ca, plane.ca_pem()).expect("write the CA");
+    let kubeconfig = plane.dir().join(format!("{name}.kubeconfig"));
+    let yaml = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+  - name: plane
+    cluster:
+      server: {server}
+      certificate-authority: {ca}
+users:
+  - name: {name}
+    user:
+      token: {token}
+contexts:
+  - name: {name}
+    context:
+      cluster: plane
+      user: {name}
+current-context: {name}
+",
+        server = plane.server_url(),
+        ca = ca.display(),
+    );
+    std::fs::write(&kubeconfig, yaml).expect("write the kubeconfig");
+    kubeconfig
+}
+
+/// A client acting as a tenant of `namespace`: a ServiceAccount there whose
+/// Role lets it manage the five kinds, Secrets and read events in that
+/// namespace only, authenticated with a TokenRequest token. Security tests
+/// create their objects through it, as an untrusted team would.
+pub async fn tenant_client(plane: &ControlPlane, namespace: &str) -> kube::Client {
+    let manifest = "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: tenant
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: tenant
+rules:
+  - apiGroups: [weblab.dev]
+    resources: [weblabdials, alarms, mergetrainpauses, changewindows, rollbacks]
+    verbs: [get, list, watch, create, update, patch, delete]
+  - apiGroups: ['']
+    resources: [secrets]
+    verbs: [get, create, update, delete]
+  - apiGroups: ['', events.k8s.io]
+    resources: [events]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: tenant
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: tenant
+subjects:
+  - kind: ServiceAccount
+    name: tenant
+";
+    apply_yaml(plane, namespace, manifest).await;
+    let token = kubectl(
+        plane,
+        &[
+            "create",
+            "token",
+            "tenant",
+            "-n",
+            namespace,
+            "--duration=1h",
+        ],
+    )
+    .await;
+    assert!(token.status.success(), "TokenRequest: {}", describe(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let path = token_kubeconfig(plane, &format!("tenant-{namespace}"), &token);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("a kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("a client configuration");
+    kube::Client::try_from(config).expect("a client")
 }

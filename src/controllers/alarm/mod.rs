@@ -50,6 +50,10 @@ const WRITE_ATTEMPTS: usize = 5;
 /// The longest a failing alarm waits between queries (unless its interval
 /// is longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Doublings of the interval at most: a source that comes back is queried
+/// again within eight intervals. Each query costs at most one capped answer
+/// and one status write, so this bounds the load a failing alarm makes.
+const MAX_DOUBLINGS: u32 = 3;
 
 /// The alarms that may be rolling dials back (in `ALARM` or
 /// `INSUFFICIENT_DATA`), as this replica's alarm controller last saw them,
@@ -130,11 +134,12 @@ struct Queried {
 }
 
 /// How long an alarm waits before its next query: its interval, doubled
-/// for each failed query in a row, up to [`MAX_BACKOFF`] (or the interval
-/// when that is longer). A source that fails, answers too much or is
-/// refused is asked less and less often, and never blocks other alarms.
+/// for each failed query in a row ([`MAX_DOUBLINGS`] times at most), up to
+/// [`MAX_BACKOFF`] (or the interval when that is longer). A source that
+/// fails, answers too much or is refused is asked less often, and never
+/// holds up other alarms (each reconcile runs on its own).
 fn next_wait(interval: Duration, failures: u32) -> Duration {
-    let factor = 1u32 << failures.min(16);
+    let factor = 1u32 << failures.min(MAX_DOUBLINGS);
     interval
         .saturating_mul(factor)
         .min(MAX_BACKOFF.max(interval))
@@ -503,8 +508,9 @@ mod tests {
         let waits: Vec<u64> = (0..10)
             .map(|failures| next_wait(interval, failures).as_secs())
             .collect();
-        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
-        assert_eq!(next_wait(interval, u32::MAX), MAX_BACKOFF);
+        assert_eq!(waits, [5, 10, 20, 40, 40, 40, 40, 40, 40, 40]);
+        let minute = Duration::from_secs(60);
+        assert_eq!(next_wait(minute, u32::MAX), MAX_BACKOFF);
         // An interval longer than the cap is kept.
         let hourly = Duration::from_secs(3600);
         assert_eq!(next_wait(hourly, 3), hourly);

@@ -213,7 +213,9 @@ mod tests {
         let answers = [
             format!(r#"{{"Code":"Success","AccessKeyId":"AKIA","SecretAccessKey":"{secret}"}}"#),
             format!(r#"{{"status":"error","errorType":"{secret}","error":"{secret}"}}"#),
-            format!(r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{secret}"]}}}}"#),
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{secret}"]}}}}"#
+            ),
             format!(r#"{{"status":{secret:?}}}"#),
             secret.to_owned(),
         ];

@@ -82,7 +82,7 @@ impl Webhook {
                 "the webhook's signing key is empty".to_owned(),
             ));
         }
-        let url = outbound::parse_base(url).map_err(|error| {
+        let url = outbound::parse_target(url).map_err(|error| {
             ProviderError::Settings(format!("spec.provider.webhook.url: {error}"))
         })?;
         Ok(Webhook {
