@@ -51,8 +51,8 @@ use std::time::Duration;
 
 pub use control_plane::{ControlPlane, Options};
 pub use monitoring::{
-    ALERTMANAGER_ENV, Alert, Alertmanager, AlertmanagerOptions, HttpRequest, MetricsEndpoint,
-    PROMETHEUS_ENV, Prometheus, PrometheusOptions, Sample, WebhookRecorder,
+    ALERTMANAGER_ENV, Alert, Alertmanager, AlertmanagerOptions, GitLabContract, HttpRequest,
+    MetricsEndpoint, PROMETHEUS_ENV, Prometheus, PrometheusOptions, Sample, WebhookRecorder,
 };
 pub use namespace::TestNamespace;
 pub use shared::{shared, shared_with_workloads};
