@@ -274,3 +274,29 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url_prefix;
+
+    #[test]
+    fn url_prefixes_name_a_host_and_compare_as_parsed() {
+        assert_eq!(
+            parse_url_prefix("HTTP://Prometheus.Monitoring.svc:9090/API/").as_deref(),
+            Ok("http://prometheus.monitoring.svc:9090/API/")
+        );
+        assert_eq!(
+            parse_url_prefix("http://127.0.0.1:").as_deref(),
+            Ok("http://127.0.0.1:")
+        );
+        for bad in [
+            "ftp://host/",
+            "127.0.0.1",
+            "http://",
+            "http://:80/",
+            "https:///x",
+        ] {
+            assert!(parse_url_prefix(bad).is_err(), "{bad}");
+        }
+    }
+}

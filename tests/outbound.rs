@@ -4,7 +4,8 @@
 //! a small server on loopback that counts what reaches it.
 //!
 //! - without `--allow-outbound-url-prefix`, loopback is refused (by address
-//!   and by a name resolving to it) before anything is sent;
+//!   and by a name resolving to it) before anything is sent, for Alarms and
+//!   for a MergeTrainPause's webhook;
 //! - a redirect to another origin is not followed, and no part of an answer
 //!   reaches the Alarm's status or events;
 //! - a 300 MB answer is cut at the cap, the operator stays small, and the
@@ -20,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     Api,
     api::{ListParams, PostParams},
@@ -30,7 +31,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
-use weblab_operator::api::Alarm;
+use weblab_operator::api::{Alarm, MergeTrainPause};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// What the fake upstream puts in its answers; it must never come back.
@@ -149,7 +150,7 @@ async fn without_the_flag_loopback_is_refused_and_nothing_is_sent() {
     )
     .await;
     let tenant = tenant_client(plane, ns.name()).await;
-    let alarms: Api<Alarm> = Api::namespaced(tenant, ns.name());
+    let alarms: Api<Alarm> = Api::namespaced(tenant.clone(), ns.name());
     let port = upstream.port;
     for (name, url) in [
         ("by-address", format!("http://127.0.0.1:{port}")),
@@ -168,9 +169,61 @@ async fn without_the_flag_loopback_is_refused_and_nothing_is_sent() {
                 && message.contains("--allow-outbound-url-prefix"),
             "{name}: {message}"
         );
-        let events = event_messages(plane, ns.name(), name).await;
-        assert!(events.contains("a loopback address"), "{name}: {events}");
+        // The event follows the status write.
+        let warned = eventually(WAIT, || async {
+            event_messages(plane, ns.name(), name)
+                .await
+                .contains("a loopback address")
+        })
+        .await;
+        assert!(
+            warned,
+            "{name}: {}",
+            event_messages(plane, ns.name(), name).await
+        );
     }
+
+    // A merge-train webhook on loopback is refused the same way.
+    let secrets: Api<Secret> = Api::namespaced(tenant.clone(), ns.name());
+    let key: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
+        "stringData": {"key": "signing-key"}
+    }))
+    .expect("a Secret");
+    secrets
+        .create(&PostParams::default(), &key)
+        .await
+        .expect("the tenant may create Secrets");
+    let pauses: Api<MergeTrainPause> = Api::namespaced(tenant, ns.name());
+    let pause: MergeTrainPause = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weblab.dev/v1alpha1", "kind": "MergeTrainPause",
+        "metadata": {"name": "hook"},
+        "spec": {"train": "main", "reason": "test", "duration": "1h", "provider": {
+            "type": "Webhook",
+            "webhook": {"url": format!("http://localhost:{port}/hook"),
+                        "secretRef": {"name": "hook", "key": "key"}}}}
+    }))
+    .expect("a pause");
+    pauses
+        .create(&PostParams::default(), &pause)
+        .await
+        .expect("the tenant may create pauses");
+    let refused = || async {
+        let status = pauses.get("hook").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .map(|c| c.message)
+            .filter(|message| message.contains("a loopback address"))
+    };
+    let seen = eventually(WAIT, || async { refused().await.is_some() }).await;
+    assert!(
+        seen,
+        "{:?}\n{}",
+        pauses.get("hook").await.ok().and_then(|p| p.status),
+        operator.logs()
+    );
     assert_eq!(upstream.requests(), 0, "a request reached the server");
 }
 
