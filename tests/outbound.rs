@@ -37,9 +37,17 @@ const WAIT: Duration = Duration::from_secs(60);
 /// What the fake upstream puts in its answers; it must never come back.
 const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
 
-/// A loopback server answering every request with `head` and then
-/// `body_bytes` bytes (`SECRET` first, then `x`), counting requests and the
-/// body bytes it managed to send.
+/// What an [`Upstream`] answers after its head.
+#[derive(Clone, Copy)]
+enum Payload {
+    /// This many bytes: `SECRET`, then `x`.
+    Secret(u64),
+    /// This text.
+    Text(&'static str),
+}
+
+/// A loopback server answering every request with `head` and then its
+/// payload, counting requests and the body bytes it managed to send.
 struct Upstream {
     port: u16,
     requests: Arc<AtomicUsize>,
@@ -47,7 +55,7 @@ struct Upstream {
 }
 
 impl Upstream {
-    async fn start(head: String, body_bytes: u64) -> Upstream {
+    async fn start(head: String, payload: Payload) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -64,6 +72,13 @@ impl Upstream {
                     if stream.write_all(head.as_bytes()).await.is_err() {
                         return;
                     }
+                    let body_bytes = match payload {
+                        Payload::Secret(bytes) => bytes,
+                        Payload::Text(text) => {
+                            let _ = stream.write_all(text.as_bytes()).await;
+                            return;
+                        }
+                    };
                     let mut chunk = vec![b'x'; 64 * 1024];
                     chunk[..SECRET.len()].copy_from_slice(SECRET.as_bytes());
                     let mut left = body_bytes;
@@ -146,7 +161,7 @@ async fn without_the_flag_loopback_is_refused_and_nothing_is_sent() {
     let operator = Operator::start_strict(plane, &["--namespace", ns.name()]).await;
     let upstream = Upstream::start(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".to_owned(),
-        100,
+        Payload::Secret(100),
     )
     .await;
     let tenant = tenant_client(plane, ns.name()).await;
@@ -233,7 +248,7 @@ async fn answers_are_never_repeated_and_redirects_never_followed() {
     let (ns, operator) = support::operator_for_new_namespace(plane, "out-reflect").await;
     let target = Upstream::start(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".to_owned(),
-        100,
+        Payload::Secret(100),
     )
     .await;
     let redirecting = Upstream::start(
@@ -241,14 +256,14 @@ async fn answers_are_never_repeated_and_redirects_never_followed() {
             "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{}/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             target.port
         ),
-        0,
+        Payload::Secret(0),
     )
     .await;
     // What a metadata service answers: 200, text, with the key in it.
     let foreign = Upstream::start(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 150\r\nconnection: close\r\n\r\n"
             .to_owned(),
-        150,
+        Payload::Secret(150),
     )
     .await;
     let tenant = tenant_client(plane, ns.name()).await;
@@ -324,7 +339,7 @@ async fn a_huge_answer_is_cut_at_the_cap_and_the_alarm_backs_off() {
     // 300 MB of chunked JSON-looking data: no length to refuse up front.
     let huge = Upstream::start(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".to_owned(),
-        300 << 20,
+        Payload::Secret(300 << 20),
     )
     .await;
     let tenant = tenant_client(plane, ns.name()).await;
@@ -335,19 +350,41 @@ async fn a_huge_answer_is_cut_at_the_cap_and_the_alarm_backs_off() {
         .await
         .expect("the tenant may create alarms");
 
+    // Another alarm of the same tenant, on a Prometheus that answers.
+    let healthy = Upstream::start(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".to_owned(),
+        Payload::Text(r#"{"status":"success","data":{"resultType":"scalar","result":[0,"0.5"]}}"#),
+    )
+    .await;
+    let healthy_url = format!("http://127.0.0.1:{}", healthy.port);
+    alarms
+        .create(
+            &PostParams::default(),
+            &alarm("healthy", &healthy_url, "5s"),
+        )
+        .await
+        .expect("the tenant may create alarms");
+
     let message = degraded(&alarms, "huge", &operator).await;
     assert!(message.contains("larger than 4194304 bytes"), "{message}");
     assert!(!message.contains(SECRET), "{message}");
 
     // Each failure doubles the wait (5 s, 10 s, 20 s, 40 s): over 30 s at
     // most 3 more queries, where a fixed 5 s interval would make 6.
-    let before = huge.requests();
+    let (before, healthy_before) = (huge.requests(), healthy.requests());
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during = huge.requests() - before;
+    let healthy_during = healthy.requests() - healthy_before;
     assert!(
         (1..=3).contains(&during),
         "{during} requests in 30 s\n{}",
         operator.logs()
+    );
+    // The failing alarm holds up no other: the healthy one is queried at
+    // its interval (6 times in 30 s, a little less on a busy machine).
+    assert!(
+        healthy_during >= 4,
+        "the healthy alarm was queried {healthy_during} times in 30 s"
     );
     // The operator read a few MiB of each answer, never all of one.
     let sent = huge.sent.load(Ordering::SeqCst);
@@ -356,7 +393,7 @@ async fn a_huge_answer_is_cut_at_the_cap_and_the_alarm_backs_off() {
     let peak = peak_resident_bytes(operator.pid());
     // Figures for the record, not assertions on time.
     println!(
-        "300 MB answers: {} requests in all, {during} in 30 s after the first failure, {} MiB sent, operator peak {} MiB",
+        "300 MB answers: {} requests in all, {during} in 30 s after the first failure (a healthy alarm: {healthy_during}), {} MiB sent, operator peak {} MiB",
         huge.requests(),
         sent >> 20,
         peak >> 20
