@@ -256,23 +256,21 @@ fn refused_v4(address: Ipv4Addr) -> Option<&'static str> {
 
 fn refused_v6(address: Ipv6Addr) -> Option<&'static str> {
     let segments = address.segments();
-    // IPv4 carried inside IPv6 (mapped, NAT64, 6to4) is judged as IPv4.
-    if let Some(v4) = address.to_ipv4_mapped() {
-        return refused_v4(v4);
-    }
     let octets = address.octets();
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return refused_v4(Ipv4Addr::new(
-            octets[12], octets[13], octets[14], octets[15],
-        ));
-    }
-    if segments[0] == 0x2002 {
-        return refused_v4(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]));
-    }
     if address.is_loopback() {
         Some("a loopback address")
     } else if address.is_unspecified() {
         Some("an unspecified address")
+    } else if let Some(v4) = address.to_ipv4() {
+        // IPv4 carried inside IPv6 (mapped, compatible, NAT64, 6to4) is
+        // judged as IPv4.
+        refused_v4(v4)
+    } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        refused_v4(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ))
+    } else if segments[0] == 0x2002 {
+        refused_v4(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]))
     } else if segments[0] & 0xffc0 == 0xfe80 {
         Some("a link-local address")
     } else if address == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {

@@ -79,6 +79,7 @@ fn loopback_link_local_and_metadata_addresses_are_refused() {
         "fe80::1",
         "fd00:ec2::254",
         "::ffff:127.0.0.1",
+        "::127.0.0.1",
         "::ffff:169.254.169.254",
         "64:ff9b::a9fe:a9fe",
         "2002:7f00:1::",
@@ -86,6 +87,10 @@ fn loopback_link_local_and_metadata_addresses_are_refused() {
         let address: IpAddr = refused.parse().expect("an address");
         assert!(refused_class(address).is_some(), "{refused}");
     }
+    assert_eq!(
+        refused_class("::1".parse().expect("an address")),
+        Some("a loopback address")
+    );
     // Private ranges are where in-cluster services answer.
     for reachable in [
         "10.0.0.1",
