@@ -721,3 +721,63 @@ spec:
     wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
     wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
 }
+
+#[tokio::test]
+async fn below_its_traffic_floor_a_quiet_realm_cannot_roll_back() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-floor").await;
+    // 3 a.m.: one request in the last minute, and it failed.
+    let (endpoint, prometheus) = error_ratio_scraped(ns.name(), 1.0).await;
+    let volume = "checkout_requests_per_second";
+    endpoint.set(volume, &[("service", "checkout")], 0.02);
+    prometheus
+        .wait_for_samples(volume, WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("Prometheus never scraped {volume}: {error}"));
+    let alarm = format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: errors
+spec:
+  severity: Sev2
+  prometheus:
+    url: {}
+    query: max(checkout_error_ratio)
+    interval: 5s
+    timeout: 2s
+    comparison: GreaterThan
+    threshold: 0.05
+    missingData: notBreaching
+    trafficFloor:
+      query: sum({volume})
+      minimum: 1
+---
+",
+        prometheus.url()
+    );
+    apply_yaml(
+        plane,
+        ns.name(),
+        &[alarm, dial("checkout", &["errors"])].concat(),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    let status = alarms
+        .get("errors")
+        .await
+        .expect("alarm")
+        .status
+        .expect("status");
+    assert_eq!(status.value, Some(1.0), "the value is shown: {status:?}");
+    let reason = status.reason.unwrap_or_default();
+    assert!(reason.contains("below the floor 1"), "{reason}");
+
+    // Traffic returns with the same error ratio: now it counts.
+    endpoint.set(volume, &[("service", "checkout")], 40.0);
+    wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
+    wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
+}

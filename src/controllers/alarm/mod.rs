@@ -219,30 +219,34 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     cx.remember(alarm, source);
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
-    let sample = match &source.bearer_token_secret_ref {
-        None => {
-            prometheus::query(
-                &cx.http,
-                &source.url,
-                &source.query,
-                source.timeout.get(),
-                None,
-            )
+    let token = match &source.bearer_token_secret_ref {
+        None => Ok(None),
+        Some(key) => read_secret_key(&ctx.client, &namespace, key)
             .await
-        }
-        Some(key) => match read_secret_key(&ctx.client, &namespace, key).await {
-            Ok(token) => {
+            .map(Some),
+    };
+    let (sample, volume) = match &token {
+        Ok(token) => {
+            let query = |promql| {
                 prometheus::query(
                     &cx.http,
                     &source.url,
-                    &source.query,
+                    promql,
                     source.timeout.get(),
-                    Some(&token),
+                    token.as_deref(),
                 )
-                .await
+            };
+            // The signal and its volume at the same instant.
+            match &source.traffic_floor {
+                None => (query(&source.query).await, None),
+                Some(floor) => {
+                    let (sample, volume) =
+                        futures::join!(query(&source.query), query(&floor.query));
+                    (sample, Some(volume))
+                }
             }
-            Err(message) => Sample::Failed(message),
-        },
+        }
+        Err(message) => (Sample::Failed(message.clone()), None),
     };
 
     let generation = alarm.meta().generation.unwrap_or_default();
@@ -257,7 +261,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         }
     };
     let now = Time(Timestamp::now());
-    let evaluation = evaluate::evaluate(source, &previous, sample, now.clone());
+    let evaluation = evaluate::evaluate(source, &previous, sample, volume, now.clone());
     ctx.metrics
         .alarm_evaluations
         .with_label_values(&[evaluation.outcome.as_str()])
