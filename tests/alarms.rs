@@ -624,6 +624,68 @@ async fn concurrent_notifications_for_one_alarm_are_all_recorded() {
 }
 
 #[tokio::test]
+async fn two_replicas_notified_at_once_record_every_alert() {
+    let plane = control_plane().await;
+    let election = [
+        "--leader-election",
+        "--lease-name",
+        "alarm-replicas-webhook",
+    ];
+    let (ns, first) = operator_with_webhook_args(plane, "alarm-replicas", &election).await;
+    let secret = format!("{}/weblab-webhook", ns.name());
+    let mut args = vec!["--namespace", ns.name(), "--webhook-token-secret", &secret];
+    args.extend(election);
+    let second = Operator::start(plane, &args).await;
+    apply_yaml(
+        plane,
+        ns.name(),
+        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &first).await;
+    let client = http();
+    for (replica, operator) in [("first", &first), ("second", &second)] {
+        let caches_it = eventually(WAIT, || async {
+            let (status, text) = post_with(
+                &client,
+                operator,
+                Some(WEBHOOK_TOKEN),
+                one_alert(&format!("probe-{replica}"), None),
+            )
+            .await;
+            status == 200 && text.contains("\"alarms\":1")
+        })
+        .await;
+        assert!(caches_it, "the {replica} replica never matched the alarm");
+    }
+
+    // Alertmanager's groups spread over both replicas: writes to one alarm
+    // now race across processes, which the conflict retry settles.
+    let fingerprints: Vec<String> = (0..40).map(|i| format!("replicas-{i:02}")).collect();
+    let answers =
+        futures::future::join_all(fingerprints.iter().enumerate().map(|(i, fingerprint)| {
+            let operator = if i % 2 == 0 { &first } else { &second };
+            post_with(
+                &client,
+                operator,
+                Some(WEBHOOK_TOKEN),
+                one_alert(fingerprint, None),
+            )
+        }))
+        .await;
+    for (fingerprint, (status, text)) in fingerprints.iter().zip(&answers) {
+        assert_eq!(*status, 200, "{fingerprint}: {text}");
+    }
+    let on_alarm = recorded(&alarms, "errors").await;
+    let missing: Vec<&String> = fingerprints
+        .iter()
+        .filter(|fingerprint| !on_alarm.contains(fingerprint))
+        .collect();
+    assert!(missing.is_empty(), "not recorded: {missing:?}");
+}
+
+#[tokio::test]
 async fn with_the_api_server_frozen_the_webhook_answers_503_and_records_on_retry() {
     // A control plane of its own: freezing the shared one would stall the
     // other tests of this binary.
