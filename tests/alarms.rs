@@ -17,7 +17,8 @@ use support::{
     operator_with_webhook, operator_with_webhook_args,
 };
 use testenv::{
-    Alert, Alertmanager, AlertmanagerOptions, MetricsEndpoint, Prometheus, PrometheusOptions,
+    Alert, Alertmanager, AlertmanagerOptions, ControlPlane, MetricsEndpoint, Prometheus,
+    PrometheusOptions,
 };
 use weblab_operator::api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase};
 
@@ -177,6 +178,55 @@ fn one_alert(fingerprint: &str, namespace: Option<&str>) -> Vec<u8> {
         body["alerts"][0]["labels"]["namespace"] = json!(namespace);
     }
     serde_json::to_vec(&body).expect("serializes")
+}
+
+/// Applies the `errors` alarm (`HighErrorRate` in prod) in `namespace` and
+/// waits until `operator` has reconciled it, so that it is in its cache.
+async fn errors_alarm(plane: &ControlPlane, namespace: &str, operator: &Operator) -> Api<Alarm> {
+    apply_yaml(
+        plane,
+        namespace,
+        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), namespace);
+    wait_alarm(&alarms, "errors", AlarmState::Ok, operator).await;
+    alarms
+}
+
+/// Sends 40 one-alert notifications at once (fingerprints `<prefix>-NN`,
+/// labelled `namespace=<namespace>` when given), spread over `replicas`, and
+/// checks that each is answered 200 and, as a 200 means written, that every
+/// alert is on the `errors` alarm right away.
+async fn notify_at_once(
+    replicas: &[&Operator],
+    prefix: &str,
+    namespace: Option<&str>,
+    alarms: &Api<Alarm>,
+) {
+    let client = http();
+    let fingerprints: Vec<String> = (0..40).map(|i| format!("{prefix}-{i:02}")).collect();
+    let answers = futures::future::join_all(fingerprints.iter().zip(replicas.iter().cycle()).map(
+        |(fingerprint, operator)| {
+            post_with(
+                &client,
+                operator,
+                Some(WEBHOOK_TOKEN),
+                one_alert(fingerprint, namespace),
+            )
+        },
+    ))
+    .await;
+    for (fingerprint, (status, text)) in fingerprints.iter().zip(&answers) {
+        assert_eq!(*status, 200, "{fingerprint}: {text}");
+        assert!(text.contains("\"alarms\":1"), "{fingerprint}: {text}");
+    }
+    let on_alarm = recorded(alarms, "errors").await;
+    let missing: Vec<&String> = fingerprints
+        .iter()
+        .filter(|fingerprint| !on_alarm.contains(fingerprint))
+        .collect();
+    assert!(missing.is_empty(), "not recorded: {missing:?}");
 }
 
 /// The fingerprints recorded on alarm `name`.
@@ -439,14 +489,7 @@ async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
 async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
     let plane = control_plane().await;
     let (ns, operator) = operator_with_webhook(plane, "alarm-flood").await;
-    apply_yaml(
-        plane,
-        ns.name(),
-        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
-    )
-    .await;
-    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
-    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
     let before = alarms.get("errors").await.expect("alarm");
 
     let firing = serde_json::to_vec(&notification(&[("HighErrorRate", "firing", "f-1")]))
@@ -585,41 +628,13 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
 async fn concurrent_notifications_for_one_alarm_are_all_recorded() {
     let plane = control_plane().await;
     let (ns, operator) = operator_with_webhook(plane, "alarm-concurrent").await;
-    apply_yaml(
-        plane,
-        ns.name(),
-        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
-    )
-    .await;
-    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
-    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
 
     // Alertmanager sends its groups concurrently: 40 one-alert
     // notifications for the same alarm at once. Their alerts carry another
     // namespace's label: without --alertmanager-namespace-label an alarm
     // matches alerts from anywhere (the documented default).
-    let client = http();
-    let fingerprints: Vec<String> = (0..40).map(|i| format!("concurrent-{i:02}")).collect();
-    let answers = futures::future::join_all(fingerprints.iter().map(|fingerprint| {
-        post_with(
-            &client,
-            &operator,
-            Some(WEBHOOK_TOKEN),
-            one_alert(fingerprint, Some("another-team")),
-        )
-    }))
-    .await;
-    for (fingerprint, (status, text)) in fingerprints.iter().zip(&answers) {
-        assert_eq!(*status, 200, "{fingerprint}: {text}");
-        assert!(text.contains("\"alarms\":1"), "{fingerprint}: {text}");
-    }
-    // A 200 means written: every alert is on the alarm already.
-    let on_alarm = recorded(&alarms, "errors").await;
-    let missing: Vec<&String> = fingerprints
-        .iter()
-        .filter(|fingerprint| !on_alarm.contains(fingerprint))
-        .collect();
-    assert!(missing.is_empty(), "not recorded: {missing:?}");
+    notify_at_once(&[&operator], "concurrent", Some("another-team"), &alarms).await;
     wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
 }
 
@@ -636,14 +651,7 @@ async fn two_replicas_notified_at_once_record_every_alert() {
     let mut args = vec!["--namespace", ns.name(), "--webhook-token-secret", &secret];
     args.extend(election);
     let second = Operator::start(plane, &args).await;
-    apply_yaml(
-        plane,
-        ns.name(),
-        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
-    )
-    .await;
-    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
-    wait_alarm(&alarms, "errors", AlarmState::Ok, &first).await;
+    let alarms = errors_alarm(plane, ns.name(), &first).await;
     let client = http();
     for (replica, operator) in [("first", &first), ("second", &second)] {
         let caches_it = eventually(WAIT, || async {
@@ -662,27 +670,7 @@ async fn two_replicas_notified_at_once_record_every_alert() {
 
     // Alertmanager's groups spread over both replicas: writes to one alarm
     // now race across processes, which the conflict retry settles.
-    let fingerprints: Vec<String> = (0..40).map(|i| format!("replicas-{i:02}")).collect();
-    let answers =
-        futures::future::join_all(fingerprints.iter().enumerate().map(|(i, fingerprint)| {
-            let operator = if i % 2 == 0 { &first } else { &second };
-            post_with(
-                &client,
-                operator,
-                Some(WEBHOOK_TOKEN),
-                one_alert(fingerprint, None),
-            )
-        }))
-        .await;
-    for (fingerprint, (status, text)) in fingerprints.iter().zip(&answers) {
-        assert_eq!(*status, 200, "{fingerprint}: {text}");
-    }
-    let on_alarm = recorded(&alarms, "errors").await;
-    let missing: Vec<&String> = fingerprints
-        .iter()
-        .filter(|fingerprint| !on_alarm.contains(fingerprint))
-        .collect();
-    assert!(missing.is_empty(), "not recorded: {missing:?}");
+    notify_at_once(&[&first, &second], "replicas", None, &alarms).await;
 }
 
 #[tokio::test]
@@ -697,14 +685,7 @@ async fn with_the_api_server_frozen_the_webhook_answers_503_and_records_on_retry
     let (ns, operator) =
         operator_with_webhook_args(&plane, "alarm-outage", &["--webhook-record-timeout", "2s"])
             .await;
-    apply_yaml(
-        &plane,
-        ns.name(),
-        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
-    )
-    .await;
-    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
-    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let alarms = errors_alarm(&plane, ns.name(), &operator).await;
 
     let client = http();
     let during = one_alert("during-the-outage", None);
@@ -767,14 +748,7 @@ async fn a_namespace_label_confines_alarms_to_alerts_of_their_namespace() {
         &["--alertmanager-namespace-label", "namespace"],
     )
     .await;
-    apply_yaml(
-        plane,
-        ns.name(),
-        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
-    )
-    .await;
-    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
-    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
     let before = alarms.get("errors").await.expect("alarm");
 
     // Alerts of another namespace, or of none, match no alarm here.
