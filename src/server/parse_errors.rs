@@ -161,6 +161,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonParseErrorIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::{Router, routing::get};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends `request` to a wrapped server and reads until it closes.
+    async fn exchange(request: &[u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = listener.local_addr().expect("an address");
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(JsonParseErrors(listener), router).await });
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connects");
+        stream.write_all(request).await.expect("sends");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("reads");
+        String::from_utf8(answer).expect("text")
+    }
+
+    #[tokio::test]
+    async fn hyper_s_own_refusals_reach_the_client_as_json() {
+        let long = format!(
+            "GET /?unit={} HTTP/1.1\r\nhost: x\r\n\r\n",
+            "u".repeat(70 * 1024)
+        );
+        let malformed = b"GET / HTTP/1.1\r\nthis is no header\r\n\r\n".to_vec();
+        for (request, status) in [(long.into_bytes(), "414"), (malformed, "400")] {
+            let answer = exchange(&request).await;
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(head.contains("content-type: application/json"), "{head}");
+            let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+            assert!(
+                json["error"].as_str().is_some_and(|e| e.len() > 20),
+                "{body}"
+            );
+        }
+        // Answers of the handlers pass untouched.
+        let answer = exchange(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    }
 
     #[test]
     fn only_hyper_s_bodiless_errors_are_replaced() {
