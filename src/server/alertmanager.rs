@@ -140,15 +140,6 @@ pub struct WebhookOptions {
     pub namespace_label: Option<String>,
 }
 
-impl Default for WebhookOptions {
-    fn default() -> Self {
-        WebhookOptions {
-            record_timeout: Duration::from_secs(5),
-            namespace_label: None,
-        }
-    }
-}
-
 /// What the receiver needs.
 #[derive(Clone)]
 pub struct Receiver {
