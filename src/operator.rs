@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     server::{
         self, ServerState,
-        alertmanager::{TokenSecret, WebhookToken},
+        alertmanager::{TokenSecret, WebhookOptions, WebhookToken},
     },
 };
 
@@ -48,6 +48,8 @@ pub struct Settings {
     /// The Secret holding the Alertmanager webhook's bearer token; `None`
     /// refuses every notification.
     pub webhook_token: Option<TokenSecret>,
+    /// How the webhook records notifications.
+    pub webhook: WebhookOptions,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -136,6 +138,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         alarms: alarms.clone(),
         firing: alarm_cx.firing.clone(),
         webhook_token,
+        webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
     };
