@@ -30,7 +30,7 @@ use crate::{
     outbound::Outbound,
     server::{
         self, ServerState,
-        alertmanager::{TokenSecret, WebhookToken},
+        alertmanager::{TokenSecret, WebhookOptions, WebhookToken},
     },
 };
 
@@ -52,6 +52,8 @@ pub struct Settings {
     /// URL prefixes through which outbound calls may reach loopback,
     /// link-local and metadata addresses (see [`crate::outbound`]).
     pub allow_outbound_url_prefixes: Vec<String>,
+    /// How the webhook records notifications.
+    pub webhook: WebhookOptions,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -141,6 +143,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         alarms: alarms.clone(),
         firing: alarm_cx.firing.clone(),
         webhook_token,
+        webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
     };
