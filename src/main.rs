@@ -10,7 +10,12 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
-use weblab_operator::{api, leader::LeaseSettings, operator, server::alertmanager::TokenSecret};
+use weblab_operator::{
+    api,
+    leader::LeaseSettings,
+    operator,
+    server::{alertmanager::TokenSecret, listener::Limits},
+};
 
 /// Weblab dials, alarm-driven rollbacks, merge-train pauses and change
 /// windows as Kubernetes resources.
@@ -97,6 +102,39 @@ struct RunArgs {
     /// renew deadline.
     #[arg(long, env = "WEBLAB_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     retry_period: Duration,
+
+    /// Serve OFREP at the root (`/ofrep/v1/...`) from this one namespace, for
+    /// providers that cannot be given a path; default: the root mount is off
+    /// and OFREP is served at `/namespaces/<namespace>/ofrep/v1/...` only.
+    #[arg(long, env = "WEBLAB_OFREP_ROOT_NAMESPACE")]
+    ofrep_root_namespace: Option<String>,
+
+    /// Refuse assignment, OFREP and gate requests for namespaces that hold no
+    /// `weblab-api-token` Secret; default: only namespaces that hold one
+    /// require its bearer token.
+    #[arg(long, env = "WEBLAB_REQUIRE_API_TOKEN", default_value_t = false)]
+    require_api_token: bool,
+
+    /// How long a request head may take from its first byte.
+    #[arg(long, env = "WEBLAB_HTTP_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    http_header_read_timeout: Duration,
+
+    /// How long a request may take from its head to its response, body read
+    /// included; longer ones get 503.
+    #[arg(long, env = "WEBLAB_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    http_request_timeout: Duration,
+
+    /// How long a keep-alive connection may wait for its next request.
+    #[arg(long, env = "WEBLAB_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    http_idle_timeout: Duration,
+
+    /// Open HTTP connections at most; more are answered 503 and closed.
+    #[arg(long, env = "WEBLAB_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections: u32,
+
+    /// Requests answered at once at most; more get 503 at once.
+    #[arg(long, env = "WEBLAB_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_concurrent_requests: u32,
 }
 
 fn parse_secret_name(text: &str) -> Result<(String, String), String> {
@@ -197,6 +235,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 name,
                 key: args.webhook_token_key,
             }),
+        ofrep_root_namespace: args.ofrep_root_namespace,
+        require_api_token: args.require_api_token,
+        limits: Limits {
+            header_read_timeout: args.http_header_read_timeout,
+            request_timeout: args.http_request_timeout,
+            idle_timeout: args.http_idle_timeout,
+            max_connections: args.http_max_connections as usize,
+            max_concurrent_requests: args.http_max_concurrent_requests as usize,
+        },
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
