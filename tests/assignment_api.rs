@@ -480,8 +480,10 @@ async fn a_dial_without_an_effective_allocation_serves_control_by_default() {
 #[tokio::test]
 async fn a_deleted_dial_is_not_found_by_either_api() {
     let plane = control_plane().await;
-    let (namespace, operator) = operator_for_new_namespace(plane, "assign-delete").await;
+    let namespace = plane.namespace("assign-delete").await.expect("namespace");
     let ns = namespace.name();
+    // The root OFREP mount serves this namespace.
+    let operator = Operator::start(plane, &["--namespace", ns, "--ofrep-root-namespace", ns]).await;
     let (_, _) = apply_settled(plane, ns, &banner_dial("banner"), "banner", "Dialed").await;
     serves(&operator, ns, "banner", "unit=customer-1", "allocation").await;
     let ofrep = "/ofrep/v1/evaluate/flags/banner".to_owned();
@@ -843,16 +845,26 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     let team_a = plane.namespace("ofrep-a").await.expect("namespace");
     let team_b = plane.namespace("ofrep-b").await.expect("namespace");
     let (a, b) = (team_a.name(), team_b.name());
-    let operator = Operator::start(plane, &["--namespace", &format!("{a},{b}")]).await;
+    // The root mount serves team a only.
+    let operator = Operator::start(
+        plane,
+        &[
+            "--namespace",
+            &format!("{a},{b}"),
+            "--ofrep-root-namespace",
+            a,
+        ],
+    )
+    .await;
     apply_yaml(plane, a, &checkout_dial("checkout-button")).await;
     apply_yaml(plane, a, &frozen_dial("frozen")).await;
-    // The same name in both namespaces: the root mount cannot tell which.
+    // The same name in both namespaces: the root mount serves team a's.
     apply_yaml(plane, a, &banner_dial("banner")).await;
     apply_yaml(plane, b, &banner_dial("banner")).await;
     let checkout = settled(&dials(plane, a).await, "checkout-button", "Dialed").await;
     settled(&dials(plane, a).await, "frozen", "Failed").await;
     let banner_b = settled(&dials(plane, b).await, "banner", "Dialed").await;
-    settled(&dials(plane, a).await, "banner", "Dialed").await;
+    let banner_a = settled(&dials(plane, a).await, "banner", "Dialed").await;
     serves(
         &operator,
         a,
@@ -913,10 +925,11 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         json!({"base": in_b, "flag": "checkout-button", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "FLAG_NOT_FOUND"}}),
-        // The name in two namespaces, asked at the root.
+        // The name in two namespaces, asked at the root: the root namespace's.
         json!({"base": root, "flag": "banner", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {},
-               "expect": {"value": "fallback", "reason": "ERROR", "error_code": "GENERAL"}}),
+               "expect": {"value": expected(&banner_a, "NA", "customer-1", &[]).0,
+                          "reason": "SPLIT", "error_code": null, "metadata": {"namespace": a}}}),
         // Two realms and none named; then no targeting key.
         json!({"base": in_a, "flag": "checkout-button", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {},
@@ -948,6 +961,5 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     assert_eq!(results[0]["reason"], "SPLIT");
     assert_eq!(results[5]["reason"], "TARGETING_MATCH");
     assert_eq!(results[9]["error_code"], "FLAG_NOT_FOUND");
-    let ambiguous = results[11]["error_message"].as_str().unwrap_or_default();
-    assert!(ambiguous.contains("/namespaces/"), "{ambiguous:?}");
+    assert_eq!(results[11]["metadata"]["namespace"], a);
 }
