@@ -36,7 +36,7 @@ use axum::{
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt, runtime::reflector::Store};
+use kube::{Api, Resource, runtime::reflector::Store};
 use tokio_util::sync::CancellationToken;
 
 use super::alertmanager::{authorized, refuse, token_of};
@@ -165,42 +165,48 @@ pub struct Served {
 
 impl Served {
     fn holds(&self, namespace: &str) -> bool {
-        let here = |ns: Option<String>| ns.as_deref() == Some(namespace);
-        self.dials
-            .iter()
-            .any(|s| s.find(|o| here(o.namespace())).is_some())
-            || self
-                .pauses
-                .iter()
-                .any(|s| s.find(|o| here(o.namespace())).is_some())
-            || self
-                .windows
-                .iter()
-                .any(|s| s.find(|o| here(o.namespace())).is_some())
+        holds_in(&self.dials, namespace)
+            || holds_in(&self.pauses, namespace)
+            || holds_in(&self.windows, namespace)
     }
 
     fn namespaces(&self) -> HashSet<String> {
-        let dials = self
-            .dials
-            .iter()
-            .flat_map(Store::state)
-            .filter_map(|o| o.namespace());
-        let pauses = self
-            .pauses
-            .iter()
-            .flat_map(Store::state)
-            .filter_map(|o| o.namespace());
-        let windows = self
-            .windows
-            .iter()
-            .flat_map(Store::state)
-            .filter_map(|o| o.namespace());
-        dials.chain(pauses).chain(windows).collect()
+        let mut namespaces = HashSet::new();
+        namespaces_in(&self.dials, &mut namespaces);
+        namespaces_in(&self.pauses, &mut namespaces);
+        namespaces_in(&self.windows, &mut namespaces);
+        namespaces
+    }
+}
+
+/// Whether `stores` hold an object in `namespace`; compares in place rather
+/// than cloning each object's namespace, as it may scan every object.
+fn holds_in<K>(stores: &[Store<K>], namespace: &str) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stores.iter().any(|store| {
+        store
+            .find(|object| object.meta().namespace.as_deref() == Some(namespace))
+            .is_some()
+    })
+}
+
+fn namespaces_in<K>(stores: &[Store<K>], namespaces: &mut HashSet<String>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    for object in stores.iter().flat_map(Store::state) {
+        if let Some(namespace) = &object.meta().namespace {
+            namespaces.insert(namespace.clone());
+        }
     }
 }
 
 /// How the tokens are configured.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TokenSettings {
     /// Refuse namespaces without a token too.
     pub require: bool,

@@ -232,4 +232,25 @@ mod tests {
         assert_eq!(reasons("team", "web-main", &[], &[window(None)]).len(), 1);
         assert!(reasons("team", "other", &[], &[window(Some(false))]).is_empty());
     }
+
+    #[test]
+    fn anonymous_callers_learn_what_holds_a_train_but_not_why() {
+        let held = reasons("team", "web-main", &[pause("a", "web-main", None)], &[]);
+        let anonymous: Vec<HeldBy> = held.clone().into_iter().map(HeldBy::from).collect();
+        assert_eq!(
+            serde_json::to_value(GateAnswer {
+                open: false,
+                reasons: anonymous
+            })
+            .expect("serializes"),
+            serde_json::json!({"open": false, "reasons": [{"kind": "MergeTrainPause", "name": "a"}]})
+        );
+        let full = serde_json::to_value(GateAnswer {
+            open: false,
+            reasons: held,
+        })
+        .expect("serializes");
+        assert_eq!(full["reasons"][0]["ticket"], "https://t.example/1");
+        assert_eq!(full["reasons"][0]["reason"], "a says no");
+    }
 }
