@@ -67,7 +67,8 @@ enum Guard {
 }
 
 /// Whether the caller of a request proved it holds the namespace's token;
-/// inserted into the request's extensions for the handlers.
+/// `Authenticated` is inserted into the request's extensions for the
+/// handlers, its absence means anonymous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
     /// No token, in a namespace that does not require one.
@@ -366,10 +367,13 @@ pub(crate) async fn authenticate(
     };
     let guard = tokens.guard(&namespace).await;
     match decide(&guard, settings.require, &namespace, request.headers()) {
-        Ok(access) => {
-            request.extensions_mut().insert(access);
+        // Only a proof is recorded: an anonymous request (the common case)
+        // allocates no extensions map.
+        Ok(Access::Authenticated) => {
+            request.extensions_mut().insert(Access::Authenticated);
             next.run(request).await
         }
+        Ok(Access::Anonymous) => next.run(request).await,
         Err(refusal) => refuse(refusal.status, &refusal.message),
     }
 }

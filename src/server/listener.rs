@@ -2,7 +2,8 @@
 //! each connection is bounded in time and their number is bounded:
 //!
 //! - a request head must arrive within the header-read timeout of its first
-//!   byte (a slow or half-sent head is closed);
+//!   byte (a slow or half-sent head is closed, at most one more such
+//!   timeout later);
 //! - a connection that waits for its next request longer than the idle
 //!   timeout is closed;
 //! - a request must be answered within the request timeout (body read
@@ -40,7 +41,7 @@ use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::Instant,
 };
@@ -223,7 +224,6 @@ async fn connection(
                 served.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = clock.changed.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 if clock.expired(&limits) {
                     tracing::debug!("closing a connection: no complete request in time");
@@ -244,8 +244,6 @@ struct ConnectionClock {
     /// head; [`NOT_STARTED`] before it.
     head_since: AtomicU64,
     in_flight: AtomicUsize,
-    /// Wakes the watchdog when a deadline moves.
-    changed: Notify,
 }
 
 const NOT_STARTED: u64 = u64::MAX;
@@ -257,7 +255,6 @@ impl ConnectionClock {
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(NOT_STARTED),
             in_flight: AtomicUsize::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -275,24 +272,38 @@ impl ConnectionClock {
             && self.head_since.load(Ordering::Acquire) == NOT_STARTED
         {
             self.head_since.store(self.now(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
-    /// When the watchdog should look again.
+    /// When the watchdog should look again. Nothing wakes it when a request
+    /// starts or ends (that would cost every request a wake-up and a new
+    /// timer), so it looks again at least every `header_read_timeout` and
+    /// `idle_timeout`: a head that starts meanwhile is closed at most one
+    /// header-read timeout late.
     fn deadline(&self, limits: &Limits) -> Instant {
+        let now = Instant::now();
+        let tick = limits.header_read_timeout.min(limits.idle_timeout);
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            // The request timeout bounds a request; look again after it.
-            return Instant::now() + limits.request_timeout;
+            // The request timeout bounds the request itself.
+            return now + tick;
         }
         match self.head_since.load(Ordering::Acquire) {
-            NOT_STARTED => self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
+            NOT_STARTED => (self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout)
+                .min(now + limits.header_read_timeout),
             started => self.at(started) + limits.header_read_timeout,
         }
     }
 
+    /// Whether the connection is past its header-read or idle timeout.
     fn expired(&self, limits: &Limits) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= self.deadline(limits)
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let limit = match self.head_since.load(Ordering::Acquire) {
+            NOT_STARTED => self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
+            started => self.at(started) + limits.header_read_timeout,
+        };
+        Instant::now() >= limit
     }
 }
 
@@ -304,7 +315,6 @@ impl InFlight {
     fn begin(clock: Arc<ConnectionClock>) -> Self {
         clock.in_flight.fetch_add(1, Ordering::AcqRel);
         clock.head_since.store(NOT_STARTED, Ordering::Release);
-        clock.changed.notify_one();
         InFlight(clock)
     }
 }
@@ -314,7 +324,6 @@ impl Drop for InFlight {
         let clock = &self.0;
         clock.idle_since.store(clock.now(), Ordering::Release);
         clock.in_flight.fetch_sub(1, Ordering::AcqRel);
-        clock.changed.notify_one();
     }
 }
 
@@ -398,16 +407,30 @@ mod tests {
             max_concurrent_requests: 1,
         };
         let clock = Arc::new(ConnectionClock::new());
-        let idle = clock.deadline(&limits);
-        assert_eq!(idle, clock.origin + limits.idle_timeout);
-        clock.read();
+        // Idle: looked at again within a header-read timeout, in case a
+        // head starts; not expired.
         assert!(clock.deadline(&limits) <= Instant::now() + limits.header_read_timeout);
+        assert!(!clock.expired(&limits));
+        clock.read();
+        let started = clock.head_since.load(Ordering::Acquire);
+        assert_ne!(started, NOT_STARTED);
+        assert_eq!(
+            clock.deadline(&limits),
+            clock.at(started) + limits.header_read_timeout
+        );
         let in_flight = InFlight::begin(clock.clone());
         assert!(!clock.expired(&limits));
         // Body bytes of a request in flight do not start a head.
         clock.read();
         assert_eq!(clock.head_since.load(Ordering::Acquire), NOT_STARTED);
         drop(in_flight);
-        assert!(clock.deadline(&limits) >= clock.origin + limits.idle_timeout);
+        assert!(!clock.expired(&limits));
+        // Long past the idle timeout, an idle connection has expired.
+        clock.idle_since.store(0, Ordering::Release);
+        let limits = Limits {
+            idle_timeout: Duration::ZERO,
+            ..limits
+        };
+        assert!(clock.expired(&limits));
     }
 }
