@@ -116,6 +116,14 @@ async fn slow_heads_are_closed_on_their_own_clock_and_idle_connections_on_theirs
     )
     .await;
 
+    // Paths nothing serves answer JSON too.
+    let mut plain = connect(&operator).await;
+    let (status, _, body) = get_on(&mut plain, "/no/such/endpoint")
+        .await
+        .expect("an answer");
+    assert_eq!(status, 404);
+    assert!(parse(&body)["error"].is_string(), "{body}");
+
     // A head that never ends is closed (before the fix it stayed open).
     let mut slow = connect(&operator).await;
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: operator\r\nX-Slow: ")
