@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     server::{
         self, ServerState,
-        alertmanager::{TokenSecret, WebhookToken},
+        alertmanager::{TokenSecret, WebhookOptions, WebhookToken},
         auth::{ApiTokens, Served, TokenSettings},
         listener::Limits,
     },
@@ -50,6 +50,8 @@ pub struct Settings {
     /// The Secret holding the Alertmanager webhook's bearer token; `None`
     /// refuses every notification.
     pub webhook_token: Option<TokenSecret>,
+    /// How the webhook records notifications.
+    pub webhook: WebhookOptions,
     /// The one namespace the root OFREP mount serves; `None`: the root
     /// mount is off.
     pub ofrep_root_namespace: Option<String>,
@@ -158,6 +160,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         alarms: alarms.clone(),
         firing: alarm_cx.firing.clone(),
         webhook_token,
+        webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
         tokens: tokens.clone(),

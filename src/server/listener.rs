@@ -48,7 +48,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::alertmanager::refuse;
+use super::{alertmanager::refuse, parse_errors::JsonParseErrorIo};
 
 /// The listener's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,10 +190,10 @@ async fn connection(
     // Small answers: send them at once rather than wait for more.
     let _ = stream.set_nodelay(true);
     let clock = Arc::new(ConnectionClock::new());
-    let io = TokioIo::new(Clocked {
+    let io = TokioIo::new(JsonParseErrorIo::new(Clocked {
         stream,
         clock: clock.clone(),
-    });
+    }));
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -363,18 +363,6 @@ impl AsyncWrite for Clocked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
 

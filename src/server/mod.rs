@@ -12,6 +12,7 @@ mod dials;
 pub mod gates;
 pub mod listener;
 mod ofrep;
+mod parse_errors;
 mod request;
 
 use std::{
@@ -42,7 +43,7 @@ use crate::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState,
         merge_train_pause::PausePhase, weblab_dial::DialPhase,
     },
-    controllers::Context,
+    controllers::{Context, alarm::inbox::AlertInbox},
     metrics::Metrics,
 };
 
@@ -59,6 +60,8 @@ pub struct ServerState {
     pub firing: Arc<crate::controllers::alarm::Firing>,
     /// The Alertmanager webhook's bearer token.
     pub webhook_token: alertmanager::WebhookToken,
+    /// How the Alertmanager webhook records notifications.
+    pub webhook: alertmanager::WebhookOptions,
     /// The merge-train pause caches, one per watched scope.
     pub pauses: Vec<Store<MergeTrainPause>>,
     /// The change-window caches, one per watched scope.
@@ -84,6 +87,8 @@ pub fn router(state: ServerState) -> Router {
     let registry = state.ctx.metrics.clone();
     let receiver = alertmanager::Receiver {
         ctx: state.ctx.clone(),
+        inbox: AlertInbox::new(state.ctx.clone(), state.webhook.record_timeout),
+        options: state.webhook.clone(),
         alarms: state.alarms.clone(),
         token: state.webhook_token.clone(),
         ready: state.ready.clone(),
