@@ -519,6 +519,16 @@ async fn a_namespace_with_a_token_serves_only_its_holders_and_gates_tell_others_
     let (_, body) = get(base, &format!("/v1/gates/{open}/web-main"), Some(TOKEN)).await;
     assert!(body["reasons"][0].get("ticket").is_none(), "{body}");
 
+    // Refusals are counted with the API's other answers.
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line
+                .starts_with(r#"weblab_assignment_requests_total{api="native",code="401"}"#)),
+        "no 401 in\n{metrics}"
+    );
+
     // Removing the Secret opens the namespace again at the next refresh.
     Api::<Secret>::namespaced(team.clone(), ns)
         .delete("weblab-api-token", &Default::default())

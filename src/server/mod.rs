@@ -98,29 +98,36 @@ pub fn router(state: ServerState) -> Router {
         windows: state.windows.clone(),
         ready: state.ready.clone(),
     });
-    let guarded = Router::new()
+    // Each guarded API checks the namespace's token inside its metrics, so
+    // that refusals are counted with the API's other answers.
+    let guarded = |routes: Router| {
+        routes.layer(middleware::from_fn_with_state(
+            state.tokens.clone(),
+            auth::authenticate,
+        ))
+    };
+    let apis = Router::new()
         .merge(measured(
-            assignments::routes(catalog.clone()),
+            guarded(assignments::routes(catalog.clone())),
             &registry,
             "native",
         ))
         .merge(measured(
-            ofrep::routes(catalog, state.ofrep_root_namespace.as_deref()),
+            guarded(ofrep::routes(
+                catalog,
+                state.ofrep_root_namespace.as_deref(),
+            )),
             &registry,
             "ofrep",
         ))
-        .merge(gates)
-        .layer(middleware::from_fn_with_state(
-            state.tokens.clone(),
-            auth::authenticate,
-        ));
+        .merge(guarded(gates));
     let limits = state.limits;
     // The probes stay out of the concurrency limit: a replica busy with a
     // flood is still alive.
     let limited = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state.clone())
-        .merge(guarded)
+        .merge(apis)
         .merge(alertmanager::routes(receiver))
         .fallback(unknown_path);
     Router::new()
