@@ -140,7 +140,7 @@ pub fn router(state: ServerState) -> Router {
 async fn unknown_path() -> Response {
     request::to_json_response(
         StatusCode::NOT_FOUND,
-        &serde_json::json!({"error": "no such endpoint: see the operator's README for its HTTP API"}),
+        &serde_json::json!({"error": "no such endpoint: the operator serves /healthz, /readyz, /metrics, /v1/weblabs/<namespace>/<name>/treatment(s), /namespaces/<namespace>/ofrep/v1/..., /v1/gates/<namespace>/<train> and POST /v1/webhooks/alertmanager"}),
     )
 }
 
