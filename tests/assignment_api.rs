@@ -889,6 +889,13 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     let team_a = plane.namespace("ofrep-a").await.expect("namespace");
     let team_b = plane.namespace("ofrep-b").await.expect("namespace");
     let (a, b) = (team_a.name(), team_b.name());
+    // Team b requires a bearer token.
+    apply_yaml(
+        plane,
+        b,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: weblab-api-token\nstringData:\n  token: team-b-token\n",
+    )
+    .await;
     // The root mount serves team a only.
     let operator = Operator::start(
         plane,
@@ -917,7 +924,22 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         "allocation",
     )
     .await;
-    serves(&operator, b, "banner", "unit=customer-0", "allocation").await;
+    let served_b = eventually(SETTLE, || async {
+        let response = support::http()
+            .get(format!(
+                "{}/v1/weblabs/{b}/banner/treatment?unit=customer-0",
+                operator.base
+            ))
+            .bearer_auth("team-b-token")
+            .send()
+            .await;
+        response.is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    assert!(
+        served_b,
+        "team b's dial is never served to its token holder"
+    );
 
     let root = operator.base.clone();
     let in_a = format!("{root}/namespaces/{a}");
@@ -957,8 +979,9 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
                "targetingKey": "customer-1", "attributes": {},
                "expect": {"value": "C", "variant": "C", "reason": "DEFAULT", "error_code": null,
                           "metadata": {"assignment": "default", "realm": "NA"}}}),
-        // One realm: it need not be named; namespaced base URL for team b.
-        json!({"base": in_b, "flag": "banner", "default": "fallback",
+        // One realm: it need not be named; namespaced base URL for team b,
+        // with its bearer token.
+        json!({"base": in_b, "flag": "banner", "default": "fallback", "token": "team-b-token",
                "targetingKey": "customer-7", "attributes": {},
                "expect": {"value": expected(&banner_b, "NA", "customer-7", &[]).0,
                           "reason": "SPLIT", "metadata": {"namespace": b}}}),
@@ -966,7 +989,7 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         json!({"base": root, "flag": "no-such-flag", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "FLAG_NOT_FOUND"}}),
-        json!({"base": in_b, "flag": "checkout-button", "default": "fallback",
+        json!({"base": in_b, "flag": "checkout-button", "default": "fallback", "token": "team-b-token",
                "targetingKey": "customer-1", "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "FLAG_NOT_FOUND"}}),
         // The name in two namespaces, asked at the root: the root namespace's.
@@ -981,6 +1004,10 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         json!({"base": in_a, "flag": "checkout-button", "default": "fallback",
                "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "TARGETING_KEY_MISSING"}}),
+        // Team b without its token: refused (the SDK reports 401 as GENERAL).
+        json!({"base": in_b, "flag": "banner", "default": "fallback",
+               "targetingKey": "customer-7", "attributes": {},
+               "expect": {"value": "fallback", "reason": "ERROR", "error_code": "GENERAL"}}),
     ];
     cases.extend(override_cases);
     let cases = Value::Array(cases);
@@ -1006,4 +1033,6 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     assert_eq!(results[5]["reason"], "TARGETING_MATCH");
     assert_eq!(results[9]["error_code"], "FLAG_NOT_FOUND");
     assert_eq!(results[11]["metadata"]["namespace"], a);
+    let refused = results.last().map(|r| r["error_message"].clone());
+    assert_eq!(refused, Some(json!("unauthorized")), "{report:#}");
 }
