@@ -107,9 +107,13 @@ fn decide(
             ),
         ),
         Guard::Open => Ok(Access::Anonymous),
-        Guard::Broken(problem) => refusal(
+        // The problem (an API error naming the operator's identity, say) is
+        // for the operator's log, not for anonymous callers.
+        Guard::Broken(_) => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the API token of namespace {namespace:?} cannot be checked: {problem}"),
+            format!(
+                "the API token of namespace {namespace:?} cannot be checked now: retry later; the operator's log says why"
+            ),
         ),
     }
 }
