@@ -14,7 +14,10 @@ use weblab_operator::{
     api,
     leader::LeaseSettings,
     operator,
-    server::alertmanager::{TokenSecret, WebhookOptions},
+    server::{
+        alertmanager::{TokenSecret, WebhookOptions},
+        listener::Limits,
+    },
 };
 
 /// Weblab dials, alarm-driven rollbacks, merge-train pauses and change
@@ -126,6 +129,39 @@ struct RunArgs {
         value_parser = parse_url_prefix
     )]
     allow_outbound_url_prefixes: Vec<String>,
+
+    /// Serve OFREP at the root (`/ofrep/v1/...`) from this one namespace, for
+    /// providers that cannot be given a path; default: the root mount is off
+    /// and OFREP is served at `/namespaces/<namespace>/ofrep/v1/...` only.
+    #[arg(long, env = "WEBLAB_OFREP_ROOT_NAMESPACE")]
+    ofrep_root_namespace: Option<String>,
+
+    /// Refuse assignment, OFREP and gate requests for namespaces that hold no
+    /// `weblab-api-token` Secret; default: only namespaces that hold one
+    /// require its bearer token.
+    #[arg(long, env = "WEBLAB_REQUIRE_API_TOKEN", default_value_t = false)]
+    require_api_token: bool,
+
+    /// How long a request head may take from its first byte.
+    #[arg(long, env = "WEBLAB_HTTP_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    http_header_read_timeout: Duration,
+
+    /// How long a request may take from its head to its response, body read
+    /// included; longer ones get 503.
+    #[arg(long, env = "WEBLAB_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    http_request_timeout: Duration,
+
+    /// How long a keep-alive connection may wait for its next request.
+    #[arg(long, env = "WEBLAB_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    http_idle_timeout: Duration,
+
+    /// Open HTTP connections at most; more are answered 503 and closed.
+    #[arg(long, env = "WEBLAB_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections: u32,
+
+    /// Requests answered at once at most; more get 503 at once.
+    #[arg(long, env = "WEBLAB_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_concurrent_requests: u32,
 }
 
 /// An `http://` or `https://` prefix with at least a host, its scheme and
@@ -265,6 +301,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         webhook: WebhookOptions {
             record_timeout: args.webhook_record_timeout,
             namespace_label: args.alertmanager_namespace_label,
+        },
+        ofrep_root_namespace: args.ofrep_root_namespace,
+        require_api_token: args.require_api_token,
+        limits: Limits {
+            header_read_timeout: args.http_header_read_timeout,
+            request_timeout: args.http_request_timeout,
+            idle_timeout: args.http_idle_timeout,
+            max_connections: args.http_max_connections as usize,
+            max_concurrent_requests: args.http_max_concurrent_requests as usize,
         },
     };
     let shutdown = CancellationToken::new();

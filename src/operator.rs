@@ -31,6 +31,8 @@ use crate::{
     server::{
         self, ServerState,
         alertmanager::{TokenSecret, WebhookOptions, WebhookToken},
+        auth::{ApiTokens, Served, TokenSettings},
+        listener::Limits,
     },
 };
 
@@ -54,6 +56,13 @@ pub struct Settings {
     pub allow_outbound_url_prefixes: Vec<String>,
     /// How the webhook records notifications.
     pub webhook: WebhookOptions,
+    /// The one namespace the root OFREP mount serves; `None`: the root
+    /// mount is off.
+    pub ofrep_root_namespace: Option<String>,
+    /// Refuse assignment and gate requests for namespaces without a token.
+    pub require_api_token: bool,
+    /// The HTTP listener's timeouts and limits.
+    pub limits: Limits,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -136,6 +145,19 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
                 .follow(client.clone(), secret, shutdown.clone()),
         );
     }
+    let tokens = ApiTokens::new(
+        client.clone(),
+        TokenSettings {
+            require: settings.require_api_token,
+            root_namespace: settings.ofrep_root_namespace.clone(),
+            watched: settings.namespaces.clone(),
+        },
+        Served {
+            dials: dials.clone(),
+            pauses: pauses.clone(),
+            windows: windows.clone(),
+        },
+    );
     let state = ServerState {
         ctx: ctx.clone(),
         ready: ready.clone(),
@@ -146,6 +168,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
+        tokens: tokens.clone(),
+        ofrep_root_namespace: settings.ofrep_root_namespace.clone(),
+        limits: settings.limits,
     };
     let server = tokio::spawn(server::serve(settings.listen, state, shutdown.clone()).await?);
 
@@ -183,6 +208,13 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             () = shutdown.cancelled() => return Ok(()),
             synced = synced => if !synced { return Ok(()) },
         }
+        // The tokens of the namespaces the caches hold are read before the
+        // first request is served, so that none is served without its token.
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokens.refresh() => {}
+        }
+        tokio::spawn(tokens.clone().follow(shutdown.clone()));
         ready.store(true, Ordering::Release);
         tracing::info!("caches synced; serving");
         let led = lead(client, &settings, &metrics, &leader_tx, &shutdown).await;
@@ -194,14 +226,10 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
 
     // Whatever ended the run, the server stops with it.
     shutdown.cancel();
-    let served = match server.await {
-        Ok(result) => result,
-        Err(join_error) => {
-            tracing::error!(%join_error, "HTTP server task panicked");
-            Ok(())
-        }
-    };
-    outcome.and(served)
+    if let Err(join_error) = server.await {
+        tracing::error!(%join_error, "HTTP server task panicked");
+    }
+    outcome
 }
 
 /// Waits until every CRD is established, so that a fresh install where the

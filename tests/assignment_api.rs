@@ -503,8 +503,10 @@ async fn a_dial_without_an_effective_allocation_serves_control_by_default() {
 #[tokio::test]
 async fn a_deleted_dial_is_not_found_by_either_api() {
     let plane = control_plane().await;
-    let (namespace, operator) = operator_for_new_namespace(plane, "assign-delete").await;
+    let namespace = plane.namespace("assign-delete").await.expect("namespace");
     let ns = namespace.name();
+    // The root OFREP mount serves this namespace.
+    let operator = Operator::start(plane, &["--namespace", ns, "--ofrep-root-namespace", ns]).await;
     let (_, _) = apply_settled(plane, ns, &banner_dial("banner"), "banner", "Dialed").await;
     serves(&operator, ns, "banner", "unit=customer-1", "allocation").await;
     let ofrep = "/ofrep/v1/evaluate/flags/banner".to_owned();
@@ -887,16 +889,33 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     let team_a = plane.namespace("ofrep-a").await.expect("namespace");
     let team_b = plane.namespace("ofrep-b").await.expect("namespace");
     let (a, b) = (team_a.name(), team_b.name());
-    let operator = Operator::start(plane, &["--namespace", &format!("{a},{b}")]).await;
+    // Team b requires a bearer token.
+    apply_yaml(
+        plane,
+        b,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: weblab-api-token\nstringData:\n  token: team-b-token\n",
+    )
+    .await;
+    // The root mount serves team a only.
+    let operator = Operator::start(
+        plane,
+        &[
+            "--namespace",
+            &format!("{a},{b}"),
+            "--ofrep-root-namespace",
+            a,
+        ],
+    )
+    .await;
     apply_yaml(plane, a, &checkout_dial("checkout-button")).await;
     apply_yaml(plane, a, &frozen_dial("frozen")).await;
-    // The same name in both namespaces: the root mount cannot tell which.
+    // The same name in both namespaces: the root mount serves team a's.
     apply_yaml(plane, a, &banner_dial("banner")).await;
     apply_yaml(plane, b, &banner_dial("banner")).await;
     let checkout = settled(&dials(plane, a).await, "checkout-button", "Dialed").await;
     settled(&dials(plane, a).await, "frozen", "Failed").await;
     let banner_b = settled(&dials(plane, b).await, "banner", "Dialed").await;
-    settled(&dials(plane, a).await, "banner", "Dialed").await;
+    let banner_a = settled(&dials(plane, a).await, "banner", "Dialed").await;
     serves(
         &operator,
         a,
@@ -905,7 +924,22 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         "allocation",
     )
     .await;
-    serves(&operator, b, "banner", "unit=customer-0", "allocation").await;
+    let served_b = eventually(SETTLE, || async {
+        let response = support::http()
+            .get(format!(
+                "{}/v1/weblabs/{b}/banner/treatment?unit=customer-0",
+                operator.base
+            ))
+            .bearer_auth("team-b-token")
+            .send()
+            .await;
+        response.is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    assert!(
+        served_b,
+        "team b's dial is never served to its token holder"
+    );
 
     let root = operator.base.clone();
     let in_a = format!("{root}/namespaces/{a}");
@@ -945,8 +979,9 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
                "targetingKey": "customer-1", "attributes": {},
                "expect": {"value": "C", "variant": "C", "reason": "DEFAULT", "error_code": null,
                           "metadata": {"assignment": "default", "realm": "NA"}}}),
-        // One realm: it need not be named; namespaced base URL for team b.
-        json!({"base": in_b, "flag": "banner", "default": "fallback",
+        // One realm: it need not be named; namespaced base URL for team b,
+        // with its bearer token.
+        json!({"base": in_b, "flag": "banner", "default": "fallback", "token": "team-b-token",
                "targetingKey": "customer-7", "attributes": {},
                "expect": {"value": expected(&banner_b, "NA", "customer-7", &[]).0,
                           "reason": "SPLIT", "metadata": {"namespace": b}}}),
@@ -954,13 +989,14 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         json!({"base": root, "flag": "no-such-flag", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "FLAG_NOT_FOUND"}}),
-        json!({"base": in_b, "flag": "checkout-button", "default": "fallback",
+        json!({"base": in_b, "flag": "checkout-button", "default": "fallback", "token": "team-b-token",
                "targetingKey": "customer-1", "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "FLAG_NOT_FOUND"}}),
-        // The name in two namespaces, asked at the root.
+        // The name in two namespaces, asked at the root: the root namespace's.
         json!({"base": root, "flag": "banner", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {},
-               "expect": {"value": "fallback", "reason": "ERROR", "error_code": "GENERAL"}}),
+               "expect": {"value": expected(&banner_a, "NA", "customer-1", &[]).0,
+                          "reason": "SPLIT", "error_code": null, "metadata": {"namespace": a}}}),
         // Two realms and none named; then no targeting key.
         json!({"base": in_a, "flag": "checkout-button", "default": "fallback",
                "targetingKey": "customer-1", "attributes": {},
@@ -968,6 +1004,10 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
         json!({"base": in_a, "flag": "checkout-button", "default": "fallback",
                "attributes": {"realm": "NA"},
                "expect": {"value": "fallback", "reason": "ERROR", "error_code": "TARGETING_KEY_MISSING"}}),
+        // Team b without its token: refused (the SDK reports 401 as GENERAL).
+        json!({"base": in_b, "flag": "banner", "default": "fallback",
+               "targetingKey": "customer-7", "attributes": {},
+               "expect": {"value": "fallback", "reason": "ERROR", "error_code": "GENERAL"}}),
     ];
     cases.extend(override_cases);
     let cases = Value::Array(cases);
@@ -992,6 +1032,7 @@ async fn the_openfeature_python_sdk_evaluates_flags_through_ofrep() {
     assert_eq!(results[0]["reason"], "SPLIT");
     assert_eq!(results[5]["reason"], "TARGETING_MATCH");
     assert_eq!(results[9]["error_code"], "FLAG_NOT_FOUND");
-    let ambiguous = results[11]["error_message"].as_str().unwrap_or_default();
-    assert!(ambiguous.contains("/namespaces/"), "{ambiguous:?}");
+    assert_eq!(results[11]["metadata"]["namespace"], a);
+    let refused = results.last().map(|r| r["error_message"].clone());
+    assert_eq!(refused, Some(json!("unauthorized")), "{report:#}");
 }

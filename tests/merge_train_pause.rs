@@ -159,11 +159,13 @@ async fn gate_pauses_combine_and_deleting_one_resumes_exactly_once() {
     assert_eq!(reasons.len(), 2, "{body}");
     assert_eq!(reasons[0]["kind"], "MergeTrainPause");
     assert_eq!(reasons[0]["name"], "release-freeze");
+    // Anonymous callers learn what holds the train, not why (tests/http_server.rs
+    // shows the details going to the namespace's token).
     assert_eq!(
-        reasons[0]["ticket"],
-        "https://tickets.example.com/release-freeze"
+        reasons[0].as_object().map(|r| r.len()),
+        Some(2),
+        "only kind and name: {body}"
     );
-    assert!(reasons[0]["expiresAt"].is_string(), "{body}");
 
     // One of two deleted: still held by the other.
     let output = kubectl(

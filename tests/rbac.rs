@@ -174,6 +174,8 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("create leases.coordination.k8s.io", release),
         ("update leases.coordination.k8s.io/weblab-operator", release),
         ("get secrets", release),
+        // The namespaces' API tokens, by that name only.
+        ("get secrets/weblab-api-token", team.name()),
         (
             "get customresourcedefinitions.apiextensions.k8s.io/weblabdials.weblab.dev",
             "",
@@ -196,6 +198,7 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("list secrets", release),
         ("watch secrets", release),
         ("get secrets", team.name()),
+        ("get secrets/gitlab-token", team.name()),
         // The user's spec is never edited.
         ("update weblabdials.weblab.dev", team.name()),
         ("patch weblabdials.weblab.dev", team.name()),

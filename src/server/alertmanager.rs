@@ -123,7 +123,7 @@ impl WebhookToken {
     }
 }
 
-fn token_of(secret: &Secret, key: &str) -> Option<Arc<[u8]>> {
+pub(super) fn token_of(secret: &Secret, key: &str) -> Option<Arc<[u8]>> {
     let bytes = secret.data.as_ref()?.get(key)?.0.as_slice();
     let text = std::str::from_utf8(bytes).ok()?.trim();
     (!text.is_empty()).then(|| Arc::from(text.as_bytes()))
@@ -177,7 +177,7 @@ struct Refusal<'a> {
     error: &'a str,
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, message: &str) -> Response {
     let mut response = to_json_response(status, &Refusal { error: message });
     let headers = response.headers_mut();
     match status {
@@ -202,7 +202,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-fn authorized(headers: &HeaderMap, token: &[u8]) -> bool {
+pub(super) fn authorized(headers: &HeaderMap, token: &[u8]) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))

@@ -7,10 +7,9 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc, Mutex, PoisonError, RwLock, TryLockError,
+        Arc, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
 };
 
 use kube::{
@@ -26,18 +25,6 @@ use crate::{
         weblab_dial::{plan, reading},
     },
 };
-
-/// How old the index of dial names may get before a root-mounted OFREP
-/// request rebuilds it. It only decides *which namespaces* to look in; the
-/// dial itself is always read fresh from the cache, so an edit or a deletion
-/// shows at once and only a dial that starts sharing its name with one in
-/// another namespace can go unnoticed for this long.
-const NAME_INDEX_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// A key missing from the name index rebuilds it when the index is older than
-/// this, so that a new dial is found at once while a stream of unknown keys
-/// costs at most one rebuild per interval.
-const NAME_INDEX_MISS_REBUILD: Duration = Duration::from_millis(50);
 
 /// A dial compiled for the request path: the spec's rules (salt, control,
 /// override index) and each realm's served bucket layout from the status.
@@ -213,29 +200,6 @@ pub(crate) fn reason_label(reason: AssignmentReason) -> &'static str {
 /// A cached dial and its compiled view (or why it has none).
 pub(crate) type ServedDial = (Arc<WeblabDial>, Result<Arc<CompiledDial>, CompileError>);
 
-/// What looking a flag key up across every watched namespace found.
-pub(crate) enum NameLookup {
-    /// No watched namespace has a dial of that name.
-    NotFound,
-    /// Exactly one.
-    Found(Result<Arc<CompiledDial>, CompileError>),
-    /// Dials of that name in these namespaces (sorted).
-    Ambiguous(Vec<String>),
-}
-
-/// Which namespaces hold a dial of each name, for root-mounted OFREP.
-struct NameIndex {
-    /// When it was built; `None` before the first build.
-    built: Option<Instant>,
-    namespaces: HashMap<Box<str>, Vec<Box<str>>>,
-}
-
-impl NameIndex {
-    fn is_older_than(&self, age: Duration) -> bool {
-        self.built.is_none_or(|built| built.elapsed() > age)
-    }
-}
-
 /// The served dials: the informer caches plus the compiled view of each
 /// dial, keyed by namespace and name and rebuilt when the cache holds another
 /// `resourceVersion`. Entries of deleted dials are dropped when looked up and
@@ -251,10 +215,6 @@ pub(crate) struct DialCatalog {
     /// namespace -> name -> compiled dial; nested so that a lookup by `&str`
     /// allocates nothing.
     compiled: RwLock<HashMap<String, HashMap<String, Arc<CompiledDial>>>>,
-    names: RwLock<Arc<NameIndex>>,
-    /// Held while the name index is rebuilt, so that one request rebuilds
-    /// and the others that need a fresh index wait for it.
-    rebuilding_names: Mutex<()>,
 }
 
 impl DialCatalog {
@@ -266,11 +226,6 @@ impl DialCatalog {
             firing: Arc::default(),
             ready,
             compiled: RwLock::default(),
-            names: RwLock::new(Arc::new(NameIndex {
-                built: None,
-                namespaces: HashMap::new(),
-            })),
-            rebuilding_names: Mutex::new(()),
         }
     }
 
@@ -303,56 +258,17 @@ impl DialCatalog {
         }
     }
 
-    /// The dial named `name` in whichever watched namespace holds it.
-    pub fn find_by_name(&self, name: &str) -> NameLookup {
-        let mut index = self.name_index(NAME_INDEX_MAX_AGE, false);
-        if !index.namespaces.contains_key(name) {
-            // Never answer "not found" from an index older than this: wait
-            // for a rebuild if another request is doing one.
-            index = self.name_index(NAME_INDEX_MISS_REBUILD, true);
-        }
-        let Some(namespaces) = index.namespaces.get(name) else {
-            return NameLookup::NotFound;
-        };
-        // The index may be stale: each candidate is checked in the cache.
-        let mut found: Vec<Arc<WeblabDial>> = namespaces
+    /// Every cached dial in `namespace`, sorted by name so that a bulk
+    /// answer (and its ETag) does not depend on the caches' iteration order.
+    pub fn all(&self, namespace: &str) -> Vec<ServedDial> {
+        let mut dials: Vec<Arc<WeblabDial>> = self
+            .stores
             .iter()
-            .filter_map(|namespace| self.cached_dial(namespace, name))
+            .flat_map(|store| {
+                store.state_filter(|dial| dial.metadata.namespace.as_deref() == Some(namespace))
+            })
             .collect();
-        match found.len() {
-            0 => NameLookup::NotFound,
-            1 => match found.pop() {
-                Some(dial) => NameLookup::Found(self.compiled_for(&dial)),
-                None => NameLookup::NotFound,
-            },
-            _ => {
-                let mut namespaces: Vec<String> = found
-                    .iter()
-                    .filter_map(|dial| dial.metadata.namespace.clone())
-                    .collect();
-                namespaces.sort();
-                NameLookup::Ambiguous(namespaces)
-            }
-        }
-    }
-
-    /// Every cached dial, in `namespace` or in all watched namespaces, sorted
-    /// by name then namespace so that a bulk answer (and its ETag) does not
-    /// depend on the caches' iteration order.
-    pub fn all(&self, namespace: Option<&str>) -> Vec<ServedDial> {
-        let mut dials: Vec<Arc<WeblabDial>> =
-            self.stores
-                .iter()
-                .flat_map(|store| match namespace {
-                    Some(wanted) => store
-                        .state_filter(|dial| dial.metadata.namespace.as_deref() == Some(wanted)),
-                    None => store.state(),
-                })
-                .collect();
-        dials.sort_by(|a, b| {
-            (&a.metadata.name, &a.metadata.namespace)
-                .cmp(&(&b.metadata.name, &b.metadata.namespace))
-        });
+        dials.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         dials
             .into_iter()
             .map(|dial| {
@@ -496,57 +412,6 @@ impl DialCatalog {
             .values()
             .map(HashMap::len)
             .sum()
-    }
-
-    /// The name index, rebuilt first when it is older than `max_age`. When
-    /// another request is rebuilding it, `wait` says whether to wait for
-    /// that rebuild or to go on with the current index.
-    fn name_index(&self, max_age: Duration, wait: bool) -> Arc<NameIndex> {
-        let current = || {
-            self.names
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        };
-        let index = current();
-        if !index.is_older_than(max_age) {
-            return index;
-        }
-        let _rebuilding = if wait {
-            self.rebuilding_names
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        } else {
-            match self.rebuilding_names.try_lock() {
-                Ok(guard) => guard,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return index,
-            }
-        };
-        // Another request may have rebuilt it while this one waited.
-        let index = current();
-        if !index.is_older_than(max_age) {
-            return index;
-        }
-        let mut namespaces: HashMap<Box<str>, Vec<Box<str>>> = HashMap::new();
-        for store in &self.stores {
-            for dial in store.state() {
-                if let (Some(name), Some(namespace)) =
-                    (&dial.metadata.name, &dial.metadata.namespace)
-                {
-                    namespaces
-                        .entry(name.as_str().into())
-                        .or_default()
-                        .push(namespace.as_str().into());
-                }
-            }
-        }
-        let rebuilt = Arc::new(NameIndex {
-            built: Some(Instant::now()),
-            namespaces,
-        });
-        *self.names.write().unwrap_or_else(PoisonError::into_inner) = rebuilt.clone();
-        rebuilt
     }
 }
 
@@ -857,74 +722,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn names_resolve_across_namespaces_and_report_ambiguity() {
-        let (catalog, mut writer) = catalog_with(&[
-            two_realm_dial("team-a", "shared", "1"),
-            two_realm_dial("team-b", "shared", "1"),
-            two_realm_dial("team-a", "only-a", "1"),
-        ]);
-        match catalog.find_by_name("only-a") {
-            NameLookup::Found(Ok(dial)) => assert_eq!(dial.namespace, "team-a"),
-            _ => panic!("only-a is in one namespace"),
-        }
-        match catalog.find_by_name("shared") {
-            NameLookup::Ambiguous(namespaces) => assert_eq!(namespaces, ["team-a", "team-b"]),
-            _ => panic!("shared is in two namespaces"),
-        }
-        assert!(matches!(
-            catalog.find_by_name("missing"),
-            NameLookup::NotFound
-        ));
-
-        // A deletion shows at once, although the index is not rebuilt.
-        writer.apply_watcher_event(&watcher::Event::Delete(two_realm_dial(
-            "team-b", "shared", "1",
-        )));
-        match catalog.find_by_name("shared") {
-            NameLookup::Found(Ok(dial)) => assert_eq!(dial.namespace, "team-a"),
-            _ => panic!("shared is in one namespace now"),
-        }
-
-        // A new dial is found once the miss rebuilds the index.
-        writer.apply_watcher_event(&watcher::Event::Apply(two_realm_dial(
-            "team-c", "fresh", "1",
-        )));
-        std::thread::sleep(NAME_INDEX_MISS_REBUILD + Duration::from_millis(10));
-        assert!(matches!(
-            catalog.find_by_name("fresh"),
-            NameLookup::Found(Ok(_))
-        ));
-    }
-
-    #[test]
-    fn concurrent_first_lookups_wait_for_the_index_instead_of_missing() {
-        let dials: Vec<WeblabDial> = (0..500)
-            .map(|i| two_realm_dial("ns", &format!("d{i}"), "1"))
-            .collect();
-        let (catalog, _writer) = catalog_with(&dials);
-        let misses = std::thread::scope(|scope| {
-            let lookups: Vec<_> = (0..8)
-                .map(|t| {
-                    let catalog = &catalog;
-                    scope.spawn(move || {
-                        (0..50)
-                            .filter(|i| {
-                                let name = format!("d{}", (t * 50 + i) % 500);
-                                !matches!(catalog.find_by_name(&name), NameLookup::Found(Ok(_)))
-                            })
-                            .count()
-                    })
-                })
-                .collect();
-            lookups
-                .into_iter()
-                .map(|lookup| lookup.join().expect("a lookup thread"))
-                .sum::<usize>()
-        });
-        assert_eq!(misses, 0, "existing dials were reported missing");
-    }
-
-    #[test]
     fn all_lists_dials_sorted_and_filtered_by_namespace() {
         let (catalog, _writer) = catalog_with(&[
             two_realm_dial("team-b", "zeta", "1"),
@@ -937,15 +734,12 @@ pub(crate) mod tests {
                 .map(|(_, compiled)| compiled.map(|c| c.reference()).unwrap_or_default())
                 .collect::<Vec<_>>()
         };
+        assert_eq!(names(catalog.all("team-a")), ["team-a/alpha"]);
         assert_eq!(
-            names(catalog.all(None)),
-            ["team-a/alpha", "team-b/alpha", "team-b/zeta"]
-        );
-        assert_eq!(
-            names(catalog.all(Some("team-b"))),
+            names(catalog.all("team-b")),
             ["team-b/alpha", "team-b/zeta"]
         );
-        assert!(catalog.all(Some("nobody")).is_empty());
+        assert!(catalog.all("nobody").is_empty());
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! `MergeTrainPause` of it that has not resumed, and by each closed
 //! `ChangeWindow` that lists it in `spec.mergeTrains`. Served from the
 //! caches on every replica; 503 until they have synced.
+//!
+//! Anyone who can reach the port may ask whether a train is open and what
+//! holds it (kinds and names); the reasons, ticket links and expiries, which
+//! may describe an incident, only go to callers with the namespace's bearer
+//! token (see [`super::auth`]).
 
 use std::sync::{
     Arc,
@@ -12,7 +17,7 @@ use std::sync::{
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -21,6 +26,7 @@ use axum::{
 use kube::{ResourceExt, runtime::reflector::Store};
 use serde::Serialize;
 
+use super::auth::Access;
 use crate::api::{ChangeWindow, MergeTrainPause, merge_train_pause::PausePhase};
 
 /// What the gate handler reads.
@@ -52,11 +58,27 @@ pub struct GateReason {
     pub expires_at: Option<String>,
 }
 
+/// What an anonymous caller learns of one reason: what holds the train.
 #[derive(Serialize)]
-struct GateAnswer {
+struct HeldBy {
+    kind: &'static str,
+    name: String,
+}
+
+impl From<GateReason> for HeldBy {
+    fn from(reason: GateReason) -> Self {
+        HeldBy {
+            kind: reason.kind,
+            name: reason.name,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct GateAnswer<T> {
     open: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    reasons: Vec<GateReason>,
+    reasons: Vec<T>,
 }
 
 /// Why `train` in `namespace` is held; empty: the gate is open.
@@ -114,6 +136,7 @@ pub fn reasons<'a>(
 
 async fn gate(
     State(state): State<GateState>,
+    access: Option<Extension<Access>>,
     Path((namespace, train)): Path<(String, String)>,
 ) -> Response {
     if !state.ready.load(Ordering::Acquire) {
@@ -131,16 +154,23 @@ async fn gate(
         pauses.iter().map(AsRef::as_ref),
         windows.iter().map(AsRef::as_ref),
     );
-    let status = if held.is_empty() {
-        StatusCode::OK
+    let (status, open) = if held.is_empty() {
+        (StatusCode::OK, true)
     } else {
-        StatusCode::LOCKED
+        (StatusCode::LOCKED, false)
     };
-    let answer = GateAnswer {
-        open: held.is_empty(),
-        reasons: held,
-    };
-    (status, Json(answer)).into_response()
+    if matches!(access, Some(Extension(Access::Authenticated))) {
+        return (
+            status,
+            Json(GateAnswer {
+                open,
+                reasons: held,
+            }),
+        )
+            .into_response();
+    }
+    let reasons: Vec<HeldBy> = held.into_iter().map(HeldBy::from).collect();
+    (status, Json(GateAnswer { open, reasons })).into_response()
 }
 
 /// The gate routes.
@@ -201,5 +231,26 @@ mod tests {
         assert_eq!(held[0].reason, "closed: outside");
         assert_eq!(reasons("team", "web-main", &[], &[window(None)]).len(), 1);
         assert!(reasons("team", "other", &[], &[window(Some(false))]).is_empty());
+    }
+
+    #[test]
+    fn anonymous_callers_learn_what_holds_a_train_but_not_why() {
+        let held = reasons("team", "web-main", &[pause("a", "web-main", None)], &[]);
+        let anonymous: Vec<HeldBy> = held.clone().into_iter().map(HeldBy::from).collect();
+        assert_eq!(
+            serde_json::to_value(GateAnswer {
+                open: false,
+                reasons: anonymous
+            })
+            .expect("serializes"),
+            serde_json::json!({"open": false, "reasons": [{"kind": "MergeTrainPause", "name": "a"}]})
+        );
+        let full = serde_json::to_value(GateAnswer {
+            open: false,
+            reasons: held,
+        })
+        .expect("serializes");
+        assert_eq!(full["reasons"][0]["ticket"], "https://t.example/1");
+        assert_eq!(full["reasons"][0]["reason"], "a says no");
     }
 }

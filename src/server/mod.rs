@@ -1,12 +1,16 @@
 //! The operator's HTTP surface: health, readiness and metrics, the
 //! treatment-assignment APIs (native JSON in [`assignments`], OFREP in
-//! [`ofrep`]) served from the informer caches, and the Alertmanager webhook
-//! ([`alertmanager`]), all on every replica.
+//! [`ofrep`]) served from the informer caches, the merge-train gates
+//! ([`gates`]), guarded per namespace by bearer tokens ([`auth`]), and the
+//! Alertmanager webhook ([`alertmanager`]), all on every replica, behind the
+//! listener's limits ([`listener`]).
 
 pub mod alertmanager;
 mod assignments;
+pub mod auth;
 mod dials;
 pub mod gates;
+pub mod listener;
 mod ofrep;
 mod parse_errors;
 mod request;
@@ -65,6 +69,12 @@ pub struct ServerState {
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
+    /// The namespaces' API tokens.
+    pub tokens: auth::ApiTokens,
+    /// The namespace the root OFREP mount serves; `None`: the root is off.
+    pub ofrep_root_namespace: Option<String>,
+    /// The listener's limits.
+    pub limits: listener::Limits,
 }
 
 /// The router with every endpoint.
@@ -88,19 +98,50 @@ pub fn router(state: ServerState) -> Router {
         windows: state.windows.clone(),
         ready: state.ready.clone(),
     });
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    // Each guarded API checks the namespace's token inside its metrics, so
+    // that refusals are counted with the API's other answers.
+    let guarded = |routes: Router| {
+        routes.layer(middleware::from_fn_with_state(
+            state.tokens.clone(),
+            auth::authenticate,
+        ))
+    };
+    let apis = Router::new()
         .merge(measured(
-            assignments::routes(catalog.clone()),
+            guarded(assignments::routes(catalog.clone())),
             &registry,
             "native",
         ))
-        .merge(measured(ofrep::routes(catalog), &registry, "ofrep"))
+        .merge(measured(
+            guarded(ofrep::routes(
+                catalog,
+                state.ofrep_root_namespace.as_deref(),
+            )),
+            &registry,
+            "ofrep",
+        ))
+        .merge(guarded(gates));
+    let limits = state.limits;
+    // The probes stay out of the concurrency limit: a replica busy with a
+    // flood is still alive.
+    let limited = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(apis)
         .merge(alertmanager::routes(receiver))
-        .merge(gates)
+        .fallback(unknown_path);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .merge(listener::bounded(limited, &limits))
+}
+
+async fn unknown_path() -> Response {
+    request::to_json_response(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": "no such endpoint: the operator serves /healthz, /readyz, /metrics, /v1/weblabs/<namespace>/<name>/treatment(s), /namespaces/<namespace>/ofrep/v1/..., /v1/gates/<namespace>/<train> and POST /v1/webhooks/alertmanager"}),
+    )
 }
 
 /// `routes` with every request counted and timed as `api`.
@@ -135,23 +176,16 @@ pub async fn serve(
     address: SocketAddr,
     state: ServerState,
     shutdown: CancellationToken,
-) -> Result<impl Future<Output = Result<()>>> {
+) -> Result<impl Future<Output = ()>> {
     let server_error = |source| Error::Server {
         address: address.to_string(),
         source,
     };
     let listener = TcpListener::bind(address).await.map_err(server_error)?;
     let bound = listener.local_addr().map_err(server_error)?;
-    tracing::info!(address = %bound, "HTTP server listening");
-    Ok(async move {
-        axum::serve(parse_errors::JsonParseErrors(listener), router(state))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(|source| Error::Server {
-                address: bound.to_string(),
-                source,
-            })
-    })
+    tracing::info!(address = %bound, limits = ?state.limits, "HTTP server listening");
+    let limits = state.limits;
+    Ok(listener::serve(listener, router(state), limits, shutdown))
 }
 
 async fn healthz() -> &'static str {

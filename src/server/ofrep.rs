@@ -7,11 +7,13 @@
 //! (optional when the dial has one), and an optional `segments` attribute
 //! (a list of strings) carries the unit's segment memberships.
 //!
-//! Mounted at the root (`/ofrep/v1/...`), where a key is looked up across
-//! every watched namespace, and per namespace
-//! (`/namespaces/{namespace}/ofrep/v1/...`), so that a provider configured
-//! with the base URL `http://host:port/namespaces/team-a` sees that
-//! namespace's dials.
+//! Mounted per namespace (`/namespaces/{namespace}/ofrep/v1/...`), so that a
+//! provider configured with the base URL `http://host:port/namespaces/team-a`
+//! sees that namespace's dials. The root mount (`/ofrep/v1/...`), for
+//! providers that cannot be given a path, is off unless the operator names
+//! the one namespace it serves (`--ofrep-root-namespace`): a key looked up
+//! across namespaces would let any tenant shadow another's flag by creating
+//! a dial of the same name, and would answer callers for every namespace.
 
 use std::{
     borrow::Cow,
@@ -23,7 +25,7 @@ use axum::{
     Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, Path, State,
+        DefaultBodyLimit, Extension, Path, State,
         rejection::{BytesRejection, PathRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -37,7 +39,7 @@ use serde::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    dials::{CompileError, CompiledDial, DialCatalog, NameLookup, RealmError},
+    dials::{CompileError, CompiledDial, DialCatalog, RealmError},
     request::{
         Attribute, MAX_BODY_BYTES, Text, check_segments, check_unit, is_json_object, json_response,
         read_body, to_json_response,
@@ -51,16 +53,34 @@ use crate::assignment::AssignmentReason;
 /// polling client.
 pub(crate) const MIN_POLLING_INTERVAL_MS: u64 = 1000;
 
-/// The OFREP routes, at the root and per namespace.
-pub(crate) fn routes(catalog: Arc<DialCatalog>) -> Router {
+/// The namespace the root mount serves.
+#[derive(Clone, Debug)]
+struct RootNamespace(Arc<str>);
+
+/// The OFREP routes per namespace, and at the root when `root_namespace`
+/// names the namespace it serves; otherwise the root answers 404 with the
+/// way to the namespaced mount.
+pub(crate) fn routes(catalog: Arc<DialCatalog>, root_namespace: Option<&str>) -> Router {
+    let root = match root_namespace {
+        Some(namespace) => mount(post(evaluate_at_root), post(bulk_at_root))
+            .layer(Extension(RootNamespace(namespace.into()))),
+        None => Router::new().fallback(root_mount_off),
+    };
     Router::new()
-        .nest("/ofrep", mount(post(evaluate_at_root), post(bulk_at_root)))
+        .nest("/ofrep", root)
         .nest(
             "/namespaces/{namespace}/ofrep",
             mount(post(evaluate_in_namespace), post(bulk_in_namespace)),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(catalog)
+}
+
+async fn root_mount_off() -> Response {
+    general_error(
+        StatusCode::NOT_FOUND,
+        "the root OFREP mount is off: use the base URL http://<host>:<port>/namespaces/<namespace>, or ask the operator's administrator to serve one namespace at the root (--ofrep-root-namespace)",
+    )
 }
 
 /// One OFREP mount: the same endpoints at the root and per namespace, only
@@ -398,22 +418,14 @@ pub(crate) fn evaluate<'a>(
     })
 }
 
-/// Where a request looks for flags.
-#[derive(Clone, Copy, Debug)]
-enum Scope<'a> {
-    /// Every watched namespace (the root mount).
-    All,
-    /// One namespace.
-    Namespace(&'a str),
-}
-
 async fn evaluate_at_root(
     State(catalog): State<Arc<DialCatalog>>,
+    Extension(RootNamespace(namespace)): Extension<RootNamespace>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match path {
-        Ok(Path(key)) => evaluate_one(&catalog, Scope::All, &key, body),
+        Ok(Path(key)) => evaluate_one(&catalog, &namespace, &key, body),
         Err(rejection) => path_failure(&rejection),
     }
 }
@@ -424,16 +436,14 @@ async fn evaluate_in_namespace(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match path {
-        Ok(Path((namespace, key))) => {
-            evaluate_one(&catalog, Scope::Namespace(&namespace), &key, body)
-        }
+        Ok(Path((namespace, key))) => evaluate_one(&catalog, &namespace, &key, body),
         Err(rejection) => path_failure(&rejection),
     }
 }
 
 fn evaluate_one(
     catalog: &DialCatalog,
-    scope: Scope<'_>,
+    namespace: &str,
     key: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -448,7 +458,7 @@ fn evaluate_one(
         }
     };
     let outcome = parse_request(&body).and_then(|context| {
-        let dial = find_flag(catalog, scope, key)?;
+        let dial = find_flag(catalog, namespace, key)?;
         let subject = context.subject()?;
         let success = evaluate(&dial, &subject)?;
         Ok(to_json_response(StatusCode::OK, &success))
@@ -460,45 +470,18 @@ fn evaluate_one(
 
 fn find_flag(
     catalog: &DialCatalog,
-    scope: Scope<'_>,
+    namespace: &str,
     key: &str,
 ) -> Result<Arc<CompiledDial>, Failure> {
-    let found = match scope {
-        Scope::Namespace(namespace) => catalog.get(namespace, key).ok_or_else(|| {
-            Failure::new(
-                ErrorCode::FlagNotFound,
-                format!(
-                    "no flag {key:?} in namespace {namespace:?}: the key is a WeblabDial's name (kubectl -n {namespace} get weblabdials)"
-                ),
-            )
-        })?,
-        Scope::All => match catalog.find_by_name(key) {
-            NameLookup::Found(found) => found,
-            NameLookup::NotFound => {
-                return Err(Failure::new(
-                    ErrorCode::FlagNotFound,
-                    format!(
-                        "no flag {key:?} in the namespaces this operator watches: the key is a WeblabDial's name (kubectl get weblabdials -A)"
-                    ),
-                ));
-            }
-            NameLookup::Ambiguous(namespaces) => {
-                return Err(Failure::new(
-                    ErrorCode::General,
-                    ambiguous_details(key, &namespaces),
-                ));
-            }
-        },
-    };
+    let found = catalog.get(namespace, key).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::FlagNotFound,
+            format!(
+                "no flag {key:?} in namespace {namespace:?}: the key is a WeblabDial's name (kubectl -n {namespace} get weblabdials)"
+            ),
+        )
+    })?;
     found.map_err(|error| compile_failure(key, &error))
-}
-
-fn ambiguous_details(key: &str, namespaces: &[String]) -> String {
-    let example = namespaces.first().map_or("<namespace>", String::as_str);
-    format!(
-        "the flag {key:?} exists in several namespaces ({}): use the namespaced base URL, e.g. http://<host>:<port>/namespaces/{example}",
-        namespaces.join(", ")
-    )
 }
 
 /// A dial the CRD's validation should have refused: not the client's fault.
@@ -516,10 +499,11 @@ fn compile_failure(key: &str, error: &CompileError) -> Failure {
 
 async fn bulk_at_root(
     State(catalog): State<Arc<DialCatalog>>,
+    Extension(RootNamespace(namespace)): Extension<RootNamespace>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    bulk(&catalog, Scope::All, &headers, body)
+    bulk(&catalog, &namespace, &headers, body)
 }
 
 async fn bulk_in_namespace(
@@ -529,7 +513,7 @@ async fn bulk_in_namespace(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match path {
-        Ok(Path(namespace)) => bulk(&catalog, Scope::Namespace(&namespace), &headers, body),
+        Ok(Path(namespace)) => bulk(&catalog, &namespace, &headers, body),
         Err(rejection) => path_failure(&rejection),
     }
 }
@@ -554,7 +538,7 @@ struct BulkAnswer<'a> {
 /// `bulkEvaluationSuccess` allows, so that a client still gets the rest.
 fn bulk(
     catalog: &DialCatalog,
-    scope: Scope<'_>,
+    namespace: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -575,43 +559,22 @@ fn bulk(
         }
     };
     let subject = context.subject();
-    let namespace = match scope {
-        Scope::All => None,
-        Scope::Namespace(namespace) => Some(namespace),
-    };
     let dials = catalog.all(namespace);
-    let mut flags = Vec::with_capacity(dials.len());
-    let mut index = 0;
-    while let Some((dial, compiled)) = dials.get(index) {
-        let name = dial.metadata.name.as_deref().unwrap_or_default();
-        // Sorted by name, so a name in several namespaces is a run.
-        let run = dials[index..]
-            .iter()
-            .take_while(|(other, _)| other.metadata.name.as_deref().unwrap_or_default() == name)
-            .count()
-            .max(1);
-        let outcome = if run > 1 {
-            let namespaces: Vec<String> = dials[index..index + run]
-                .iter()
-                .filter_map(|(other, _)| other.metadata.namespace.clone())
-                .collect();
-            Err(Failure::new(
-                ErrorCode::General,
-                ambiguous_details(name, &namespaces),
-            ))
-        } else {
-            match (compiled, &subject) {
+    let flags = dials
+        .iter()
+        .map(|(dial, compiled)| {
+            let name = dial.metadata.name.as_deref().unwrap_or_default();
+            let outcome = match (compiled, &subject) {
                 (Err(error), _) => Err(compile_failure(name, error)),
                 (Ok(_), Err(failure)) => Err(failure.clone()),
                 (Ok(compiled), Ok(subject)) => evaluate(compiled, subject),
+            };
+            match outcome {
+                Ok(success) => BulkFlag::Success(success),
+                Err(failure) => BulkFlag::Failure(FailureBody::of(Some(name), failure)),
             }
-        };
-        flags.push(match outcome {
-            Ok(success) => BulkFlag::Success(success),
-            Err(failure) => BulkFlag::Failure(FailureBody::of(Some(name), failure)),
-        });
-        index += run;
-    }
+        })
+        .collect();
     let answer = BulkAnswer { flags };
     match serde_json::to_vec(&answer) {
         Ok(bytes) => with_etag(headers, bytes),
@@ -691,7 +654,7 @@ fn with_etag(headers: &HeaderMap, body: Vec<u8>) -> Response {
     response
 }
 
-const ENDPOINTS: &str = "POST <base>/ofrep/v1/evaluate/flags/<key>, POST <base>/ofrep/v1/evaluate/flags, GET <base>/ofrep/v1/configuration, where <base> is http://<host>:<port> or http://<host>:<port>/namespaces/<namespace>";
+const ENDPOINTS: &str = "POST <base>/ofrep/v1/evaluate/flags/<key>, POST <base>/ofrep/v1/evaluate/flags, GET <base>/ofrep/v1/configuration, where <base> is http://<host>:<port>/namespaces/<namespace> (or http://<host>:<port> when the operator serves a namespace at the root)";
 
 async fn wrong_method() -> Response {
     general_error(
@@ -937,6 +900,7 @@ mod tests {
 
     #[tokio::test]
     async fn single_evaluations_over_http_at_the_root_and_per_namespace() {
+        // The root serves team-b only.
         let single_realm = dial(
             "team-b",
             "banner",
@@ -950,7 +914,7 @@ mod tests {
             two_realm_dial("team-b", "checkout", "1"),
             single_realm,
         ]);
-        let base = serve(routes(Arc::new(catalog))).await;
+        let base = serve(routes(Arc::new(catalog), Some("team-b"))).await;
         let context = r#"{"context": {"targetingKey": "alice", "realm": "NA"}}"#;
 
         let (status, _, body) = post(
@@ -962,23 +926,15 @@ mod tests {
         assert_eq!(status, 200, "{body}");
         assert_eq!(json(&body)["metadata"]["namespace"], "team-a");
 
-        // At the root a name in two namespaces is refused with a way out.
+        // At the root a name in two namespaces is the root namespace's.
         let (status, _, body) = post(
             &format!("{base}/ofrep/v1/evaluate/flags/checkout"),
             context,
             None,
         )
         .await;
-        assert_eq!(status, 400, "{body}");
-        let failure = json(&body);
-        assert_eq!(failure["errorCode"], "GENERAL");
-        assert_eq!(failure["key"], "checkout");
-        assert!(
-            failure["errorDetails"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("/namespaces/team-a")
-        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["metadata"]["namespace"], "team-b");
 
         // A single realm need not be named.
         let (status, _, body) = post(
@@ -1087,7 +1043,7 @@ mod tests {
             two_realm_dial("team-b", "checkout", "1"),
             two_realm_dial("team-a", "search", "1"),
         ]);
-        let base = serve(routes(Arc::new(catalog))).await;
+        let base = serve(routes(Arc::new(catalog), Some("team-b"))).await;
         let url = format!("{base}/namespaces/team-a/ofrep/v1/evaluate/flags");
         let context = r#"{"context": {"targetingKey": "bob", "realm": "NA"}}"#;
 
@@ -1136,18 +1092,14 @@ mod tests {
         assert_eq!(flags[0]["errorCode"], "INVALID_CONTEXT");
         assert_eq!(flags[1]["key"], "search");
 
-        // At the root, the name in two namespaces fails inline; others evaluate.
+        // At the root, the root namespace's flags only.
         let (status, _, body) =
             post(&format!("{base}/ofrep/v1/evaluate/flags"), context, None).await;
         assert_eq!(status, 200, "{body}");
         let flags = json(&body)["flags"].clone();
-        assert_eq!(flags.as_array().map(Vec::len), Some(2));
-        assert_eq!(
-            (&flags[0]["key"], &flags[0]["errorCode"]),
-            (&"checkout".into(), &"GENERAL".into())
-        );
-        assert_eq!(flags[1]["key"], "search");
-        assert!(["C", "T1"].contains(&flags[1]["value"].as_str().unwrap_or_default()));
+        assert_eq!(flags.as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(flags[0]["key"], "checkout");
+        assert_eq!(flags[0]["metadata"]["namespace"], "team-b");
 
         // Missing targeting key: every flag says so.
         let (_, _, body) = post(&url, "{}", None).await;
@@ -1168,7 +1120,7 @@ mod tests {
     #[tokio::test]
     async fn the_configuration_is_served_on_both_mounts_with_an_etag() {
         let (catalog, _writer) = catalog_with(&[]);
-        let base = serve(routes(Arc::new(catalog))).await;
+        let base = serve(routes(Arc::new(catalog), Some("team-a"))).await;
         for url in [
             format!("{base}/ofrep/v1/configuration"),
             format!("{base}/namespaces/team-a/ofrep/v1/configuration"),
@@ -1188,5 +1140,34 @@ mod tests {
                 .expect("answers");
             assert_eq!(again.status().as_u16(), 304);
         }
+    }
+
+    #[tokio::test]
+    async fn the_root_mount_is_off_unless_a_namespace_is_named() {
+        let (catalog, _writer) = catalog_with(&[two_realm_dial("team-a", "checkout", "1")]);
+        let base = serve(routes(Arc::new(catalog), None)).await;
+        let context = r#"{"context": {"targetingKey": "alice", "realm": "NA"}}"#;
+        for url in [
+            format!("{base}/ofrep/v1/evaluate/flags/checkout"),
+            format!("{base}/ofrep/v1/evaluate/flags"),
+        ] {
+            let (status, _, body) = post(&url, context, None).await;
+            assert_eq!(status, 404, "{url}: {body}");
+            let failure = json(&body);
+            assert_eq!(failure["errorCode"], "GENERAL");
+            assert!(
+                failure["errorDetails"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("--ofrep-root-namespace")),
+                "{body}"
+            );
+        }
+        let (status, _, body) = post(
+            &format!("{base}/namespaces/team-a/ofrep/v1/evaluate/flags/checkout"),
+            context,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
     }
 }

@@ -8,7 +8,7 @@
 //! connection is wrapped: a response head that hyper wrote on its own (one of
 //! those statuses, no `Content-Type`, no body: every response of our
 //! handlers has a JSON body) is swapped for the same status with a JSON
-//! error, before it reaches the socket.
+//! error, before it reaches the socket (see [`super::listener`]).
 
 use std::{
     io,
@@ -16,36 +16,22 @@ use std::{
     task::{Context, Poll},
 };
 
-use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// A listener whose connections answer hyper's own errors in JSON.
-pub(crate) struct JsonParseErrors<L>(pub L);
-
-impl<L: Listener> Listener for JsonParseErrors<L> {
-    type Io = JsonParseErrorIo<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, address) = self.0.accept().await;
-        (
-            JsonParseErrorIo {
-                inner: io,
-                replacing: None,
-            },
-            address,
-        )
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
 
 /// One connection; see the module documentation.
 pub(crate) struct JsonParseErrorIo<S> {
     inner: S,
     replacing: Option<Replacement>,
+}
+
+impl<S> JsonParseErrorIo<S> {
+    /// `inner`, answering hyper's own errors in JSON.
+    pub(crate) fn new(inner: S) -> Self {
+        JsonParseErrorIo {
+            inner,
+            replacing: None,
+        }
+    }
 }
 
 /// A JSON response being written in place of hyper's empty one.
@@ -160,18 +146,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonParseErrorIo<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::server::listener::{self, Limits};
     use axum::{Router, routing::get};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::sync::CancellationToken;
 
-    /// Sends `request` to a wrapped server and reads until it closes.
+    /// Sends `request` to the listener and reads until it closes.
     async fn exchange(request: &[u8]) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binds");
         let address = listener.local_addr().expect("an address");
         let router = Router::new().route("/", get(|| async { "ok" }));
-        tokio::spawn(async move { axum::serve(JsonParseErrors(listener), router).await });
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 4,
+            max_concurrent_requests: 4,
+        };
+        tokio::spawn(listener::serve(
+            listener,
+            router,
+            limits,
+            CancellationToken::new(),
+        ));
         let mut stream = tokio::net::TcpStream::connect(address)
             .await
             .expect("connects");

@@ -7,13 +7,15 @@ stdin is a JSON object:
 
     {"cases": [{"base": "http://127.0.0.1:8080/namespaces/team-a",
                 "flag": "checkout", "default": "fallback",
+                "token": "s3cret",                     # optional: sent as a bearer token
                 "targetingKey": "customer-1",          # optional
                 "attributes": {"realm": "NA"},          # optional
                 "expect": {"value": "T1", "variant": "T1", "reason": "SPLIT",
                            "error_code": null, "metadata": {"assignment": "allocation"}}}]}
 
 Each case is evaluated with `get_string_details` by a client whose provider is
-`OFREPProvider(base)`. Fields left out of `expect` are not compared;
+`OFREPProvider(base)`, sending `Authorization: Bearer <token>` when the case
+has a token. Fields left out of `expect` are not compared;
 `metadata` is compared key by key. stdout is one JSON object, `{"results":
 [...], "mismatches": [...]}`, each result being what the SDK returned; the
 exit status is 1 when anything differs from what was expected, 2 on usage
@@ -28,16 +30,19 @@ from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 
 
-def client_for(base, clients):
-    """One provider per base URL, each registered under its own domain."""
-    if base not in clients:
-        api.set_provider(OFREPProvider(base, timeout=10.0), domain=base)
-        clients[base] = api.get_client(domain=base)
-    return clients[base]
+def client_for(base, token, clients):
+    """One provider per base URL and token, each registered under its own domain."""
+    domain = f"{base} {token}"
+    if domain not in clients:
+        headers = (lambda: {"Authorization": f"Bearer {token}"}) if token else None
+        provider = OFREPProvider(base, headers_factory=headers, timeout=10.0)
+        api.set_provider(provider, domain=domain)
+        clients[domain] = api.get_client(domain=domain)
+    return clients[domain]
 
 
 def evaluate(case, clients):
-    client = client_for(case["base"], clients)
+    client = client_for(case["base"], case.get("token"), clients)
     context = EvaluationContext(
         targeting_key=case.get("targetingKey"),
         attributes=case.get("attributes", {}),
