@@ -83,6 +83,13 @@ struct RunArgs {
     #[arg(long, env = "WEBLAB_WEBHOOK_TOKEN_KEY", default_value = "token")]
     webhook_token_key: String,
 
+    /// Let the kubeconfigs of Rollback waves (tenants' Secrets) run exec
+    /// plugins inside the operator: any command, with the operator's
+    /// ServiceAccount and network. Off by default; files (token, certificate
+    /// and key paths) and proxies stay refused.
+    #[arg(long, env = "WEBLAB_INSECURE_KUBECONFIG_EXEC", default_value_t = false)]
+    insecure_kubeconfig_exec: bool,
+
     /// How long a lease lasts without renewal before another replica takes
     /// over (the longest failover after a crash), e.g. `15s`.
     #[arg(long, env = "WEBLAB_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
@@ -197,6 +204,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 name,
                 key: args.webhook_token_key,
             }),
+        insecure_kubeconfig_exec: args.insecure_kubeconfig_exec,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -48,6 +48,9 @@ pub struct Settings {
     /// The Secret holding the Alertmanager webhook's bearer token; `None`
     /// refuses every notification.
     pub webhook_token: Option<TokenSecret>,
+    /// Whether kubeconfigs in tenants' Secrets may run exec plugins inside
+    /// the operator (`--insecure-kubeconfig-exec`); files stay refused.
+    pub insecure_kubeconfig_exec: bool,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -116,6 +119,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         let (_, controller) = rollback::controller(
             ctx.clone(),
             scope,
+            settings.insecure_kubeconfig_exec,
             on_leadership(leader.clone()),
             shutdown.clone(),
         );

@@ -11,6 +11,8 @@ use std::{
 use testenv::ControlPlane;
 use tokio::sync::OnceCell;
 
+pub mod workloads;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -448,4 +450,63 @@ pub async fn push_alert(operator: &Operator, alertname: &str, status: &str) {
         "the operator never recorded {alertname} {status}:\n{}",
         operator.logs()
     );
+}
+
+/// A tenant of `namespace`, as the security tests need one: a ServiceAccount
+/// whose Role lets it manage the five weblab.dev kinds and Secrets in that
+/// namespace and nothing anywhere else, and a client with a TokenRequest
+/// token of it (no impersonation: the API server authenticates the token).
+pub async fn tenant(plane: &ControlPlane, namespace: &str) -> kube::Client {
+    apply_yaml(
+        plane,
+        namespace,
+        "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: tenant
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: tenant
+rules:
+  - apiGroups: [weblab.dev]
+    resources: [weblabdials, alarms, rollbacks, mergetrainpauses, changewindows]
+    verbs: [get, list, watch, create, update, patch, delete]
+  - apiGroups: [\"\"]
+    resources: [secrets]
+    verbs: [get, list, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: tenant
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: tenant
+subjects:
+  - kind: ServiceAccount
+    name: tenant
+",
+    )
+    .await;
+    let token = kubectl(
+        plane,
+        &[
+            "create",
+            "token",
+            "tenant",
+            "-n",
+            namespace,
+            "--duration=2h",
+        ],
+    )
+    .await;
+    assert!(token.status.success(), "TokenRequest: {}", describe(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    plane
+        .client_with_token(&token)
+        .await
+        .unwrap_or_else(|error| panic!("a client for the tenant of {namespace}: {error}"))
 }
