@@ -268,14 +268,16 @@ current-context: remote
 /// with a (useless) token.
 fn exec_user(marker: &Path) -> String {
     let credential = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"from-exec"}}"#;
+    let script = format!("touch '{}'; echo '{credential}'", marker.display());
+    // A JSON string is a valid YAML double-quoted scalar.
+    let script = serde_json::Value::from(script);
     format!(
         "      exec:
         apiVersion: client.authentication.k8s.io/v1
         command: /bin/sh
-        args: [\"-c\", \"touch {marker}; echo '{credential}'\"]
+        args: [\"-c\", {script}]
         interactiveMode: Never
-",
-        marker = marker.display()
+"
     )
 }
 
@@ -352,6 +354,20 @@ async fn a_kubeconfig_that_runs_a_command_reads_a_file_or_uses_a_proxy_is_refuse
         "the exec plugin ran inside the operator\nlog:\n{}",
         operator.logs()
     );
+
+    // A kubeconfig that does not parse: said so, without quoting the
+    // Secret (people who may read the Rollback may not read its Secrets).
+    let broken = "users: [{name: x, user: {token: \"s3cr3t-t0ken\" oops}}]\n";
+    kubeconfig_secret_as(&tenant, a, "broken", broken).await;
+    let wave = format!(
+        "{{region: remote, namespace: {a}, kubeconfigSecretRef: {{name: broken, key: kubeconfig}}}}"
+    );
+    create_as(&tenant, a, &rollback("broken", &wave, "")).await;
+    let invalid = wait_condition(&api, "broken", "Stalled", "KubeconfigInvalid", &operator).await;
+    let text = serde_json::to_string(&invalid).expect("status as JSON");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    let event = warned(plane, a, "broken", "KubeconfigInvalid").await;
+    assert!(!format!("{event:?}").contains("s3cr3t"), "{event:?}");
 }
 
 /// `--insecure-kubeconfig-exec` lets an administrator allow exec plugins

@@ -52,13 +52,12 @@ pub enum KubeconfigError {
         key: String,
     },
     /// The text is not a kubeconfig, or names no usable context.
-    #[error("the kubeconfig in Secret {secret} is not usable: {source}")]
+    #[error("the kubeconfig in Secret {secret} is not usable: {why}")]
     Invalid {
         /// The Secret.
         secret: String,
-        /// What kube found wrong.
-        #[source]
-        source: kube::config::KubeconfigError,
+        /// What kube found wrong, without the Secret's text.
+        why: String,
     },
     /// It asks for what a tenant's kubeconfig may not.
     #[error(
@@ -201,9 +200,14 @@ impl Clusters {
                 secret: secret_name.clone(),
                 key: reference.key.clone(),
             })?;
-        let invalid = |source| KubeconfigError::Invalid {
+        let invalid = |error: kube::config::KubeconfigError| KubeconfigError::Invalid {
             secret: secret_name.clone(),
-            source,
+            why: match error {
+                // The YAML parser quotes the text around the mistake, and a
+                // Secret's text must not reach status, events or logs.
+                kube::config::KubeconfigError::Parse(_) => "not valid kubeconfig YAML".to_owned(),
+                other => other.to_string(),
+            },
         };
         let kubeconfig = Kubeconfig::from_yaml(&text).map_err(invalid)?;
         // Checked before kube sees it: kube would read the files and set up
