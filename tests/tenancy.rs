@@ -463,3 +463,29 @@ async fn a_missing_kubeconfig_secret_stalls_with_a_warning_until_it_exists() {
     let done = status(&api, "far-away").await;
     assert_eq!(condition(&done, "Stalled").status, "False");
 }
+
+/// The chart's defaults grant rollback rights in the release namespace
+/// only: a namespace that authorizes the Rollback, but where the operator
+/// was given no rights, refuses it too, naming the Helm value to set.
+#[tokio::test]
+async fn a_namespace_without_the_operators_rollback_rights_refuses_the_rollback() {
+    let plane = plane().await;
+    let identity = support::chart_identity(plane).await;
+    let home = plane.namespace("tenancy-chart-a").await.expect("namespace");
+    let target = plane.namespace("tenancy-chart-b").await.expect("namespace");
+    let (a, b) = (home.name(), target.name());
+    authorize_rollbacks(plane, b, &format!("{a}/*")).await;
+    let tenant = support::tenant(plane, a).await;
+    let operator = Operator::start_as(plane, identity, &["--namespace", a]).await;
+    let wave = format!("{{region: prodNA, namespace: {b}}}");
+    create_as(&tenant, a, &rollback("no-rights", &wave, "")).await;
+    let api: Api<Rollback> = Api::namespaced(plane.client().await.expect("client"), a);
+    let refused = wait_phase(&api, "no-rights", RollbackPhase::Refused, &operator).await;
+    let ready = condition(&refused, "Ready");
+    assert_eq!(ready.reason, "NotAuthorized");
+    assert!(
+        ready.message.contains("rbac.rollback.namespaces") && ready.message.contains(b),
+        "{}",
+        ready.message
+    );
+}

@@ -45,9 +45,20 @@ pub async fn check(
     name: &str,
     target: &str,
 ) -> Result<Option<String>, kube::Error> {
-    let found = Api::<Namespace>::all(client.clone())
+    let found = match Api::<Namespace>::all(client.clone())
         .get_metadata_opt(target)
-        .await?;
+        .await
+    {
+        Ok(found) => found,
+        // The chart grants get on a Namespace where it grants the rollback
+        // rights: without it the operator could not act there anyway.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(Some(format!(
+                "the operator has no rollback rights in namespace {target}: an administrator grants them with the Helm value rbac.rollback.namespaces"
+            )));
+        }
+        Err(error) => return Err(error),
+    };
     let allowed = found
         .as_ref()
         .and_then(|ns| ns.metadata.annotations.as_ref())
