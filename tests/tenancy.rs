@@ -489,3 +489,72 @@ async fn a_namespace_without_the_operators_rollback_rights_refuses_the_rollback(
         ready.message
     );
 }
+
+/// The authorization is read again at every reconciliation: removed while
+/// the first region bakes, it fails the rollback before the second region,
+/// in the namespace that withdrew it, is touched.
+#[tokio::test]
+async fn withdrawing_the_authorization_stops_the_next_wave() {
+    let plane = plane().await;
+    let home = plane
+        .namespace("tenancy-revoke-a")
+        .await
+        .expect("namespace");
+    let target = plane
+        .namespace("tenancy-revoke-b")
+        .await
+        .expect("namespace");
+    let (a, b) = (home.name(), target.name());
+    for ns in [a, b] {
+        release(plane, ns, "graphql-api", "v1").await;
+        release(plane, ns, "graphql-api", "v2").await;
+    }
+    authorize_rollbacks(plane, b, &format!("{a}/two-regions")).await;
+    let tenant = support::tenant(plane, a).await;
+    let operator = Operator::start(plane, &["--namespace", a]).await;
+    let waves = format!("{{region: here, namespace: {a}}}, {{region: there, namespace: {b}}}");
+    create_as(
+        &tenant,
+        a,
+        &rollback("two-regions", &waves, "").replace("bake: 1s", "bake: 20s"),
+    )
+    .await;
+    let api: Api<Rollback> = Api::namespaced(plane.client().await.expect("client"), a);
+    let baking = eventually(WAIT, || async {
+        status(&api, "two-regions")
+            .await
+            .waves
+            .first()
+            .is_some_and(|w| w.phase == weblab_operator::api::rollback::WavePhase::Baking)
+    })
+    .await;
+    assert!(
+        baking,
+        "the first region never baked\nlog:\n{}",
+        operator.logs()
+    );
+    let removed = support::kubectl(
+        plane,
+        &[
+            "annotate",
+            "namespace",
+            b,
+            "weblab.dev/authorized-rollbacks-",
+        ],
+    )
+    .await;
+    assert!(removed.status.success(), "{}", support::describe(&removed));
+
+    let failed = wait_phase(&api, "two-regions", RollbackPhase::Failed, &operator).await;
+    let there = &failed.waves[1];
+    assert!(
+        there.workloads.is_empty()
+            && there
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("weblab.dev/authorized-rollbacks")),
+        "{there:#?}"
+    );
+    assert_eq!(image(plane, a, "graphql-api").await, format!("{IMAGE}:v1"));
+    assert_eq!(image(plane, b, "graphql-api").await, format!("{IMAGE}:v2"));
+}
