@@ -39,17 +39,53 @@ wait_for() { # description, seconds, command...
   return 1
 }
 
+# Examples that name production endpoints or other clusters: the demo applies
+# its own versions from hack/demo/ instead (see hack/demo/README.md).
+replaced_examples=(
+  alarm-prometheus.yaml
+  changewindow-merge-protocol.yaml
+  mergetrainpause-gitlab.yaml
+  mergetrainpause-webhook.yaml
+  rollback-armed.yaml
+  rollback-graphql.yaml
+)
+# The regions of the GraphQL rollback: namespace and region name.
+regions=(prod-na:prodNA prod-fe:prodFE prod-eu:prodEU prod-zaz:prodZAZ)
+
+# A hack/demo/ manifest with the local endpoints filled in, into $dir/manifests.
+render() { # file, then NAME=value pairs
+  local file=$1 text
+  shift
+  text=$(<"$root/hack/demo/$file")
+  for pair in "$@"; do text=${text//@${pair%%=*}@/${pair#*=}}; done
+  printf '%s\n' "$text" >"$dir/manifests/$file"
+  echo "$dir/manifests/$file"
+}
+
+new_token() { # file
+  [[ -s $1 ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1"
+}
+
+# Sets a gauge the demo's Prometheus scrapes.
+gauge() { # name, labels (a=b), value
+  curl -fsS -X PUT --data "$3" "$metrics/$1?$2" >/dev/null
+}
+
 up() {
   down >/dev/null
-  mkdir -p "$dir"
+  mkdir -p "$dir/manifests"
   rm -f "$dir/kubeconfig"
-  # The Alertmanager webhook's token: Alertmanager reads the file, the
-  # operator the Secret made from it.
-  [[ -s $dir/webhook-token ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/webhook-token"
-  echo "starting a local control plane, Prometheus and Alertmanager in $dir ..."
+  # Alertmanager reads the webhook token from its file, the operator from the
+  # Secret made from it; the GitLab contract server accepts the GitLab token.
+  new_token "$dir/webhook-token"
+  new_token "$dir/gitlab-token"
+  echo "starting a local control plane, Prometheus, Alertmanager, a GitLab contract server and a merge-queue receiver in $dir ..."
   setsid nohup "$bin/weblab-testenv" up --dir "$dir/controlplane" --workloads --crds "$root/crds" \
-    --monitoring --alertmanager-webhook "http://127.0.0.1:$port/v1/webhooks/alertmanager" \
+    --monitoring --rules "$root/hack/demo/rules.yml" \
+    --alertmanager-webhook "http://127.0.0.1:$port/v1/webhooks/alertmanager" \
     --alertmanager-token-file "$dir/webhook-token" \
+    --gitlab platform/graphql-api --gitlab-schedule 118 --gitlab-token-file "$dir/gitlab-token" \
+    --merge-queue \
     >"$dir/controlplane.log" 2>&1 &
   echo $! >"$dir/controlplane.pid"
   if ! wait_for "the control plane (see $dir/controlplane.log)" 180 test -s "$dir/controlplane/kubeconfig"; then
@@ -59,9 +95,21 @@ up() {
   cp "$dir/controlplane/kubeconfig" "$dir/kubeconfig"
   export KUBECONFIG=$dir/kubeconfig
   kubectl=$WEBLAB_TOOLS_BIN/kubectl
+  metrics=$(<"$dir/controlplane/metrics-url")
+  prometheus=$(<"$dir/controlplane/prometheus-url")
+  gitlab=$(<"$dir/controlplane/gitlab-url")
+  merge_queue=$(<"$dir/controlplane/merge-queue-url")
+
+  # Every signal starts healthy, so no alarm waits for data.
+  gauge demo_error_ratio service=checkout 0
+  gauge device_sync_error_ratio service=device-sync 0
+  gauge device_sync_capacity_ratio service=device-sync 0.4
+  gauge graphql_error_ratio region=prodNA 0
 
   "$kubectl" create namespace demo --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
   "$kubectl" -n demo create secret generic weblab-webhook --from-file=token="$dir/webhook-token" \
+    --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+  "$kubectl" -n demo create secret generic gitlab-merge-train-token --from-file=token="$dir/gitlab-token" \
     --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
 
   echo "starting the operator on 127.0.0.1:$port ..."
@@ -74,75 +122,111 @@ up() {
     exit 1
   fi
 
-  "$kubectl" apply -n demo -f "$root/examples/"
-  guarded "$(<"$dir/controlplane/prometheus-url")" | "$kubectl" apply -n demo -f -
+  local examples=() file name
+  for file in "$root"/examples/*.yaml; do
+    name=$(basename "$file")
+    [[ " ${replaced_examples[*]} " == *" $name "* ]] || examples+=(-f "$file")
+  done
+  "$kubectl" apply -n demo "${examples[@]}"
+  "$kubectl" apply -n demo \
+    -f "$(render alarms.yaml PROMETHEUS_URL="$prometheus")" \
+    -f "$(render changewindow.yaml)" \
+    -f "$(render merge-train-webhook.yaml MERGE_QUEUE_URL="$merge_queue")"
+  render merge-train-gitlab.yaml GITLAB_URL="$gitlab" >/dev/null
+
+  release_history
+  print_next_steps
+}
+
+# The GraphQL API in four regions with the release history of the runbook:
+# 3.240.0 runs until the armed Rollback has recorded it stable, then
+# 3.241.0 and the bad 3.242.1 follow.
+release_history() {
+  local region namespace
+  echo "deploying the GraphQL API to four regions: 3.240.0 ..."
+  for region in "${regions[@]}"; do
+    namespace=${region%%:*}
+    render graphql.yaml NAMESPACE="$namespace" REGION="${region#*:}" VERSION=3.240.0 >/dev/null
+    "$kubectl" apply -f "$dir/manifests/graphql.yaml" >/dev/null
+  done
+  rollouts
+  "$kubectl" apply -n demo -f "$(render rollback.yaml)" >/dev/null
+  echo "waiting for the armed Rollback demo/graphql-sev2 to record 3.240.0 as stable (20 s clean) ..."
+  for region in "${regions[@]}"; do
+    wait_for "3.240.0 marked stable in ${region%%:*}" 120 stable_in "${region%%:*}"
+  done
+  for version in 3.241.0 3.242.1; do
+    echo "releasing $version to every region ..."
+    for region in "${regions[@]}"; do
+      namespace=${region%%:*}
+      "$kubectl" -n "$namespace" set image deployment/graphql-api api="registry.example.com/graphql-api:$version" >/dev/null
+      "$kubectl" -n "$namespace" set image deployment/graphql-worker worker="registry.example.com/graphql-worker:$version" >/dev/null
+    done
+    rollouts
+  done
+}
+
+rollouts() {
+  local region
+  for region in "${regions[@]}"; do
+    "$kubectl" -n "${region%%:*}" rollout status deployment/graphql-api deployment/graphql-worker --timeout=120s >/dev/null
+  done
+}
+
+# Whether the newest graphql-api ReplicaSet of a namespace is marked stable.
+stable_in() { # namespace
+  "$kubectl" -n "$1" get rs -l app.kubernetes.io/name=graphql-api \
+    -o jsonpath='{.items[*].metadata.annotations.weblab\.dev/stable-since}' | grep -q .
+}
+
+print_next_steps() {
+  local api="http://127.0.0.1:$port"
   cat <<MSG
 
-The demo is running: a local control plane and weblab-operator (logs in $dir).
+The demo is running: a local control plane, Prometheus, Alertmanager, a GitLab
+contract server and weblab-operator (logs in $dir).
 
   export KUBECONFIG=$dir/kubeconfig
   $kubectl get weblab -A
-  $kubectl -n demo get weblabdials -w          # quickstart moves within two minutes
-  $kubectl -n demo describe weblabdial holiday-device-sync
 
-  # Raise the error ratio that Prometheus scrapes: demo-errors (pulled) and,
-  # through a Prometheus rule and Alertmanager, demo-errors-pushed fire, and
-  # the dial 'guarded' rolls back within seconds. Lower it and retry:
-  curl -X PUT --data 0.3 "$(<"$dir/controlplane/metrics-url")/demo_error_ratio?service=checkout"
+1. The holiday dial-down. holiday-device-sync serves T1 to everyone; when
+   device-sync nears capacity (a Prometheus rule, pushed by Alertmanager as a
+   Sev2.5), production returns to 100% control while beta customers keep T1:
+
+  curl -X PUT --data 0.95 "$metrics/device_sync_capacity_ratio?service=device-sync"
   $kubectl -n demo get alarms,weblabdials -w
-  curl -X PUT --data 0 "$(<"$dir/controlplane/metrics-url")/demo_error_ratio?service=checkout"
-  $kubectl -n demo annotate --overwrite weblabdial guarded weblab.dev/action="retry \$(date +%s)"
-  curl -s "http://127.0.0.1:$port/v1/weblabs/demo/quickstart/treatment?unit=customer-42&realm=NA"
-  curl -s http://127.0.0.1:$port/metrics | grep ^weblab_
+  curl -s "$api/v1/weblabs/demo/holiday-device-sync/treatment?unit=customer-42&realm=NA"
+  curl -s "$api/v1/weblabs/demo/holiday-device-sync/treatment?unit=A2Z0BETA00017&realm=NA"
+
+2. The regional rollback. The GraphQL API runs the bad 3.242.1 in prod-na,
+   prod-fe, prod-eu and prod-zaz; its Sev2 fires the armed Rollback, which
+   returns each region to the previous stable 3.240.0, one after the other:
+
+  curl -X PUT --data 0.2 "$metrics/graphql_error_ratio?region=prodNA"
+  $kubectl -n demo get rollback graphql-sev2 -w
+  $kubectl -n prod-zaz rollout history deployment/graphql-api
+
+3. The merge-train pause. Pausing deactivates the GitLab pipeline schedule
+   that runs the train; deleting the pause restores it:
+
+  $kubectl -n demo apply -f $dir/manifests/merge-train-gitlab.yaml
+  curl -s -H "PRIVATE-TOKEN: \$(cat $dir/gitlab-token)" "$gitlab/api/v4/projects/platform%2Fgraphql-api/pipeline_schedules/118"
+  $kubectl -n demo delete mergetrainpause graphql-sev2-freeze
+
+4. The gate CI jobs ask before merging: 423 while a pause, a closed change
+   window or a firing Sev2 holds the train, 200 otherwise:
+
+  curl -i "$api/v1/gates/demo/mobile-main"
+  curl --fail "$api/v1/gates/demo/graphql-main"
+
+Clear the signals and retry the dial-down:
+
+  curl -X PUT --data 0.4 "$metrics/device_sync_capacity_ratio?service=device-sync"
+  curl -X PUT --data 0 "$metrics/graphql_error_ratio?region=prodNA"
+  $kubectl -n demo annotate --overwrite weblabdial holiday-device-sync weblab.dev/action="retry \$(date +%s)"
 
 Stop it with: make demo-down
 MSG
-}
-
-# The demo's own alarms (the Prometheus URL is only known now) and a dial
-# they guard.
-guarded() {
-  cat <<YAML
-apiVersion: weblab.dev/v1alpha1
-kind: Alarm
-metadata:
-  name: demo-errors
-  labels: {demo: guarded}
-spec:
-  severity: Sev2
-  description: checkout error ratio above 5%, pulled from Prometheus every 2s.
-  prometheus:
-    url: $1
-    query: max(demo_error_ratio)
-    interval: 2s
-    comparison: GreaterThan
-    threshold: 0.05
----
-apiVersion: weblab.dev/v1alpha1
-kind: Alarm
-metadata:
-  name: demo-errors-pushed
-  labels: {demo: guarded}
-spec:
-  severity: Sev2
-  description: the same signal as a Prometheus alerting rule, pushed by Alertmanager.
-  alertmanager:
-    matchers:
-      - {name: alertname, value: DemoErrorRatioHigh}
----
-apiVersion: weblab.dev/v1alpha1
-kind: WeblabDial
-metadata:
-  name: guarded
-spec:
-  weblab: GUARDED_CHECKOUT
-  treatments: [C, T1]
-  realms: [NA, EU]
-  allocation: {C: 50, T1: 50}
-  rollback:
-    alarms:
-      selector: {matchLabels: {demo: guarded}}
-YAML
 }
 
 case $cmd in

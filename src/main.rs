@@ -10,7 +10,12 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
-use weblab_operator::{api, leader::LeaseSettings, operator, server::alertmanager::TokenSecret};
+use weblab_operator::{
+    api,
+    leader::LeaseSettings,
+    operator,
+    server::alertmanager::{TokenSecret, WebhookOptions},
+};
 
 /// Weblab dials, alarm-driven rollbacks, merge-train pauses and change
 /// windows as Kubernetes resources.
@@ -90,6 +95,17 @@ struct RunArgs {
     #[arg(long, env = "WEBLAB_INSECURE_KUBECONFIG_EXEC", default_value_t = false)]
     insecure_kubeconfig_exec: bool,
 
+    /// How long the webhook may take to record a notification on every
+    /// matching alarm before it answers 503 (Alertmanager then retries).
+    #[arg(long, env = "WEBLAB_WEBHOOK_RECORD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    webhook_record_timeout: Duration,
+
+    /// When set, an Alertmanager alarm only matches alerts whose label of
+    /// this name (e.g. `namespace`) equals the Alarm's namespace; unset,
+    /// alarms match alerts from anywhere.
+    #[arg(long, env = "WEBLAB_ALERTMANAGER_NAMESPACE_LABEL", value_parser = parse_label_name)]
+    alertmanager_namespace_label: Option<String>,
+
     /// How long a lease lasts without renewal before another replica takes
     /// over (the longest failover after a crash), e.g. `15s`.
     #[arg(long, env = "WEBLAB_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
@@ -114,6 +130,23 @@ fn parse_secret_name(text: &str) -> Result<(String, String), String> {
             Ok((namespace.to_owned(), name.to_owned()))
         }
         _ => Err(format!("{text:?} is not <namespace>/<name>")),
+    }
+}
+
+/// Accepts a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), so that a
+/// typo such as `namespace=` fails the start instead of matching nothing.
+fn parse_label_name(text: &str) -> Result<String, String> {
+    let mut chars = text.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a label name: letters, digits and underscores, not starting with a digit"
+        ))
     }
 }
 
@@ -205,6 +238,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 key: args.webhook_token_key,
             }),
         insecure_kubeconfig_exec: args.insecure_kubeconfig_exec,
+        webhook: WebhookOptions {
+            record_timeout: args.webhook_record_timeout,
+            namespace_label: args.alertmanager_namespace_label,
+        },
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     server::{
         self, ServerState,
-        alertmanager::{TokenSecret, WebhookToken},
+        alertmanager::{TokenSecret, WebhookOptions, WebhookToken},
     },
 };
 
@@ -51,6 +51,8 @@ pub struct Settings {
     /// Whether kubeconfigs in tenants' Secrets may run exec plugins inside
     /// the operator (`--insecure-kubeconfig-exec`); files stay refused.
     pub insecure_kubeconfig_exec: bool,
+    /// How the webhook records notifications.
+    pub webhook: WebhookOptions,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -140,6 +142,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         alarms: alarms.clone(),
         firing: alarm_cx.firing.clone(),
         webhook_token,
+        webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
     };

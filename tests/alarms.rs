@@ -14,10 +14,11 @@ use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::{Value, json};
 use support::{
     Operator, WEBHOOK_TOKEN, annotate, apply_yaml, control_plane, eventually, http,
-    operator_with_webhook,
+    operator_with_webhook, operator_with_webhook_args,
 };
 use testenv::{
-    Alert, Alertmanager, AlertmanagerOptions, MetricsEndpoint, Prometheus, PrometheusOptions,
+    Alert, Alertmanager, AlertmanagerOptions, ControlPlane, MetricsEndpoint, Prometheus,
+    PrometheusOptions,
 };
 use weblab_operator::api::{Alarm, WeblabDial, alarm::AlarmState, weblab_dial::DialPhase};
 
@@ -130,7 +131,8 @@ fn notification(alerts: &[(&str, &str, &str)]) -> Value {
     })
 }
 
-/// POSTs `body` to the webhook with `token` (none: no header): status and body.
+/// POSTs `body` to the webhook as JSON with `token` (none: no header):
+/// status and body.
 async fn post(operator: &Operator, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
     post_with(&http(), operator, token, body).await
 }
@@ -142,16 +144,101 @@ async fn post_with(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, String) {
+    let response = send(client, operator, token, Some("application/json"), body).await;
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// POSTs `body` to the webhook with `token` and `content_type` (none: no
+/// header of either).
+async fn send(
+    client: &reqwest::Client,
+    operator: &Operator,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut request = client
         .post(format!("{}{WEBHOOK}", operator.base))
-        .header("content-type", "application/json")
         .body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.expect("the operator answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
+    request.send().await.expect("the operator answers")
+}
+
+/// A notification of one firing `HighErrorRate` alert with `fingerprint`,
+/// labelled `namespace=<namespace>` when given.
+fn one_alert(fingerprint: &str, namespace: Option<&str>) -> Vec<u8> {
+    let mut body = notification(&[("HighErrorRate", "firing", fingerprint)]);
+    if let Some(namespace) = namespace {
+        body["alerts"][0]["labels"]["namespace"] = json!(namespace);
+    }
+    serde_json::to_vec(&body).expect("serializes")
+}
+
+/// Applies the `errors` alarm (`HighErrorRate` in prod) in `namespace` and
+/// waits until `operator` has reconciled it, so that it is in its cache.
+async fn errors_alarm(plane: &ControlPlane, namespace: &str, operator: &Operator) -> Api<Alarm> {
+    apply_yaml(
+        plane,
+        namespace,
+        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), namespace);
+    wait_alarm(&alarms, "errors", AlarmState::Ok, operator).await;
+    alarms
+}
+
+/// Sends 40 one-alert notifications at once (fingerprints `<prefix>-NN`,
+/// labelled `namespace=<namespace>` when given), spread over `replicas`, and
+/// checks that each is answered 200 and, as a 200 means written, that every
+/// alert is on the `errors` alarm right away.
+async fn notify_at_once(
+    replicas: &[&Operator],
+    prefix: &str,
+    namespace: Option<&str>,
+    alarms: &Api<Alarm>,
+) {
+    let client = http();
+    let fingerprints: Vec<String> = (0..40).map(|i| format!("{prefix}-{i:02}")).collect();
+    let answers = futures::future::join_all(fingerprints.iter().zip(replicas.iter().cycle()).map(
+        |(fingerprint, operator)| {
+            post_with(
+                &client,
+                operator,
+                Some(WEBHOOK_TOKEN),
+                one_alert(fingerprint, namespace),
+            )
+        },
+    ))
+    .await;
+    for (fingerprint, (status, text)) in fingerprints.iter().zip(&answers) {
+        assert_eq!(*status, 200, "{fingerprint}: {text}");
+        assert!(text.contains("\"alarms\":1"), "{fingerprint}: {text}");
+    }
+    let on_alarm = recorded(alarms, "errors").await;
+    let missing: Vec<&String> = fingerprints
+        .iter()
+        .filter(|fingerprint| !on_alarm.contains(fingerprint))
+        .collect();
+    assert!(missing.is_empty(), "not recorded: {missing:?}");
+}
+
+/// The fingerprints recorded on alarm `name`.
+async fn recorded(api: &Api<Alarm>, name: &str) -> Vec<String> {
+    let alarm = api.get_status(name).await.expect("the alarm exists");
+    alarm
+        .status
+        .map(|status| status.alerts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|alert| alert.fingerprint)
+        .collect()
 }
 
 async fn notify(operator: &Operator, alerts: &[(&str, &str, &str)]) {
@@ -402,14 +489,7 @@ async fn a_retry_while_the_alarm_still_fires_does_not_dial_up() {
 async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
     let plane = control_plane().await;
     let (ns, operator) = operator_with_webhook(plane, "alarm-flood").await;
-    apply_yaml(
-        plane,
-        ns.name(),
-        &alertmanager_alarm("errors", "Sev2", None, "HighErrorRate"),
-    )
-    .await;
-    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
-    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
     let before = alarms.get("errors").await.expect("alarm");
 
     let firing = serde_json::to_vec(&notification(&[("HighErrorRate", "firing", "f-1")]))
@@ -486,6 +566,30 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
             .take(5)
             .collect::<Vec<_>>()
     );
+    // A valid notification sent as anything but JSON is refused, as the
+    // assignment API refuses it.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let response = send(
+            &client,
+            &operator,
+            Some(WEBHOOK_TOKEN),
+            content_type,
+            firing.clone(),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let error: Value = response.json().await.expect("a JSON error");
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("application/json")),
+            "{content_type:?}: {error}"
+        );
+    }
     let after = alarms.get("errors").await.expect("alarm");
     assert_eq!(
         after.resource_version(),
@@ -517,6 +621,169 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
             .lines()
             .any(|l| l.starts_with("weblab_webhook_requests_total{result=\"unauthorized\"}")),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_notifications_for_one_alarm_are_all_recorded() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-concurrent").await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
+
+    // Alertmanager sends its groups concurrently: 40 one-alert
+    // notifications for the same alarm at once. Their alerts carry another
+    // namespace's label: without --alertmanager-namespace-label an alarm
+    // matches alerts from anywhere (the documented default).
+    notify_at_once(&[&operator], "concurrent", Some("another-team"), &alarms).await;
+    wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
+}
+
+#[tokio::test]
+async fn two_replicas_notified_at_once_record_every_alert() {
+    let plane = control_plane().await;
+    let election = [
+        "--leader-election",
+        "--lease-name",
+        "alarm-replicas-webhook",
+    ];
+    let (ns, first) = operator_with_webhook_args(plane, "alarm-replicas", &election).await;
+    let secret = format!("{}/weblab-webhook", ns.name());
+    let mut args = vec!["--namespace", ns.name(), "--webhook-token-secret", &secret];
+    args.extend(election);
+    let second = Operator::start(plane, &args).await;
+    let alarms = errors_alarm(plane, ns.name(), &first).await;
+    let client = http();
+    for (replica, operator) in [("first", &first), ("second", &second)] {
+        let caches_it = eventually(WAIT, || async {
+            let (status, text) = post_with(
+                &client,
+                operator,
+                Some(WEBHOOK_TOKEN),
+                one_alert(&format!("probe-{replica}"), None),
+            )
+            .await;
+            status == 200 && text.contains("\"alarms\":1")
+        })
+        .await;
+        assert!(caches_it, "the {replica} replica never matched the alarm");
+    }
+
+    // Alertmanager's groups spread over both replicas: writes to one alarm
+    // now race across processes, which the conflict retry settles.
+    notify_at_once(&[&first, &second], "replicas", None, &alarms).await;
+}
+
+#[tokio::test]
+async fn with_the_api_server_frozen_the_webhook_answers_503_and_records_on_retry() {
+    // A control plane of its own: freezing the shared one would stall the
+    // other tests of this binary.
+    let plane = testenv::ControlPlane::start(
+        testenv::Options::default().crds(support::repo_root().join("crds")),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("cannot start a control plane: {error}"));
+    let (ns, operator) =
+        operator_with_webhook_args(&plane, "alarm-outage", &["--webhook-record-timeout", "2s"])
+            .await;
+    let alarms = errors_alarm(&plane, ns.name(), &operator).await;
+
+    let client = http();
+    let during = one_alert("during-the-outage", None);
+    let answer = {
+        let _frozen = plane.pause_apiserver();
+        // The API server stays frozen until the webhook has answered: a
+        // webhook that waits for it never answers (the client gives up
+        // after 30 s) and fails the test.
+        let response = send(
+            &client,
+            &operator,
+            Some(WEBHOOK_TOKEN),
+            Some("application/json"),
+            during.clone(),
+        )
+        .await;
+        let retry_after = response.headers().get("retry-after").cloned();
+        (
+            response.status().as_u16(),
+            retry_after,
+            response.text().await.unwrap_or_default(),
+        )
+    };
+    let (status, retry_after, text) = answer;
+    assert_eq!(status, 503, "{text}");
+    assert!(retry_after.is_some(), "503 without Retry-After");
+    let error: Value = serde_json::from_str(&text).expect("a JSON error");
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("retry")),
+        "{text}"
+    );
+
+    // Alertmanager sends it again; once the API server is back, a 200 means
+    // the alert is on the alarm.
+    let accepted = eventually(WAIT, || async {
+        post_with(&client, &operator, Some(WEBHOOK_TOKEN), during.clone())
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert!(
+        accepted,
+        "never accepted after the outage:\n{}",
+        operator.logs()
+    );
+    assert!(
+        recorded(&alarms, "errors")
+            .await
+            .contains(&"during-the-outage".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_label_confines_alarms_to_alerts_of_their_namespace() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "alarm-nslabel",
+        &["--alertmanager-namespace-label", "namespace"],
+    )
+    .await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
+    let before = alarms.get("errors").await.expect("alarm");
+
+    // Alerts of another namespace, or of none, match no alarm here.
+    for (fingerprint, namespace) in [("elsewhere", Some("another-team")), ("nowhere", None)] {
+        let (status, text) = post(
+            &operator,
+            Some(WEBHOOK_TOKEN),
+            one_alert(fingerprint, namespace),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"alarms\":0"), "{fingerprint}: {text}");
+    }
+    assert_eq!(
+        alarms
+            .get("errors")
+            .await
+            .expect("alarm")
+            .resource_version(),
+        before.resource_version(),
+        "an alert of another namespace touched the alarm"
+    );
+    // One labelled with the alarm's own namespace fires it.
+    let (status, text) = post(
+        &operator,
+        Some(WEBHOOK_TOKEN),
+        one_alert("at-home", Some(ns.name())),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"alarms\":1"), "{text}");
+    wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
+    assert_eq!(
+        recorded(&alarms, "errors").await,
+        vec!["at-home".to_owned()]
     );
 }
 
@@ -720,4 +987,64 @@ spec:
     prometheus.restart().await.expect("Prometheus restarts");
     wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
     wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+}
+
+#[tokio::test]
+async fn below_its_traffic_floor_a_quiet_realm_cannot_roll_back() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-floor").await;
+    // 3 a.m.: one request in the last minute, and it failed.
+    let (endpoint, prometheus) = error_ratio_scraped(ns.name(), 1.0).await;
+    let volume = "checkout_requests_per_second";
+    endpoint.set(volume, &[("service", "checkout")], 0.02);
+    prometheus
+        .wait_for_samples(volume, WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("Prometheus never scraped {volume}: {error}"));
+    let alarm = format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: errors
+spec:
+  severity: Sev2
+  prometheus:
+    url: {}
+    query: max(checkout_error_ratio)
+    interval: 5s
+    timeout: 2s
+    comparison: GreaterThan
+    threshold: 0.05
+    missingData: notBreaching
+    trafficFloor:
+      query: sum({volume})
+      minimum: 1
+---
+",
+        prometheus.url()
+    );
+    apply_yaml(
+        plane,
+        ns.name(),
+        &[alarm, dial("checkout", &["errors"])].concat(),
+    )
+    .await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let dials: Api<WeblabDial> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    wait_alarm(&alarms, "errors", AlarmState::Ok, &operator).await;
+    wait_dial(&dials, "checkout", DialPhase::Dialed, &operator).await;
+    let status = alarms
+        .get("errors")
+        .await
+        .expect("alarm")
+        .status
+        .expect("status");
+    assert_eq!(status.value, Some(1.0), "the value is shown: {status:?}");
+    let reason = status.reason.unwrap_or_default();
+    assert!(reason.contains("below the floor 1"), "{reason}");
+
+    // Traffic returns with the same error ratio: now it counts.
+    endpoint.set(volume, &[("service", "checkout")], 40.0);
+    wait_alarm(&alarms, "errors", AlarmState::Alarm, &operator).await;
+    wait_dial(&dials, "checkout", DialPhase::RolledBack, &operator).await;
 }

@@ -55,6 +55,46 @@ async fn every_example_is_accepted_by_the_api_server() {
     }
 }
 
+/// `make demo`'s own manifests (hack/demo/), with its `@NAME@` placeholders
+/// filled in as hack/demo.sh does, are accepted too.
+#[tokio::test]
+async fn the_demo_manifests_are_accepted_by_the_api_server() {
+    let plane = control_plane().await;
+    let namespace = plane.namespace("demo-manifests").await.expect("namespace");
+    let values = [
+        ("@PROMETHEUS_URL@", "http://127.0.0.1:9090"),
+        ("@GITLAB_URL@", "http://127.0.0.1:9091"),
+        ("@MERGE_QUEUE_URL@", "http://127.0.0.1:9092/webhook"),
+        ("@NAMESPACE@", namespace.name()),
+        ("@REGION@", "prodNA"),
+        ("@VERSION@", "3.240.0"),
+    ];
+    let manifests = yaml_files("hack/demo");
+    assert!(manifests.len() >= 6, "{manifests:?}");
+    let dir = testenv::TempDir::new().expect("a temporary directory");
+    for manifest in &manifests {
+        let mut text = std::fs::read_to_string(manifest).expect("readable");
+        for (placeholder, value) in values {
+            text = text.replace(placeholder, value);
+        }
+        assert!(
+            !text.contains('@'),
+            "{} has an unknown placeholder",
+            manifest.display()
+        );
+        let rendered = dir.path().join(manifest.file_name().expect("a file name"));
+        std::fs::write(&rendered, text).expect("written");
+        let file = rendered.to_string_lossy();
+        let output = kubectl(plane, &["apply", "-n", namespace.name(), "-f", &file]).await;
+        assert!(
+            output.status.success(),
+            "{} was rejected: {}",
+            manifest.display(),
+            describe(&output)
+        );
+    }
+}
+
 #[tokio::test]
 async fn invalid_manifests_are_rejected_with_the_field_and_the_rule() {
     let plane = control_plane().await;

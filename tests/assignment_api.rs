@@ -193,6 +193,29 @@ async fn post(base: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16
     (status, response.text().await.expect("a body"))
 }
 
+/// Sends `GET path` to `base` over a bare TCP connection and reads the
+/// answer until the server closes it: the head and the body.
+async fn raw_get(base: &str, path: &str) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("the operator accepts connections");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .await
+        .expect("the answer is read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.to_owned(), body.to_owned())
+}
+
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("{text:?} is not JSON: {error}"))
 }
@@ -662,6 +685,10 @@ async fn malformed_requests_get_json_errors_and_the_server_stays_healthy() {
             400,
             "unknown query parameter",
         ),
+        // Latin-1 bytes: refused as the JSON APIs refuse them, not replaced
+        // (which made M%FCller and M%E4ller one unit).
+        ("unit=M%FCller&realm=NA", 400, "unit is not UTF-8"),
+        ("unit=M%E4ller&realm=NA", 400, "unit is not UTF-8"),
     ];
     for (query, status, needle) in native_get {
         let (got, body) = treatment(base, ns, "checkout-button", query).await;
@@ -679,6 +706,23 @@ async fn malformed_requests_get_json_errors_and_the_server_stays_healthy() {
     );
     let (status, body) = treatment(base, ns, "no-such-dial", "unit=a&realm=NA").await;
     assert_eq!(status, 404, "{body}");
+    // A 70 KB URL, refused by hyper before any handler (over 65,534 bytes),
+    // still gets a JSON error. Sent by hand: HTTP clients refuse to send it.
+    let (head, body) = raw_get(
+        base,
+        &format!(
+            "/v1/weblabs/{ns}/checkout-button/treatment?unit={}&realm=NA",
+            "u".repeat(70 * 1024)
+        ),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    assert!(
+        parse(&body)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("65534")),
+        "{head}\n{body}"
+    );
 
     let batch_path = format!("/v1/weblabs/{ns}/checkout-button/treatments");
     let huge = format!(r#"{{"realm": "NA", "units": ["{}"]}}"#, "u".repeat(1 << 20)).into_bytes();

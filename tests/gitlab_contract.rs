@@ -1,29 +1,16 @@
-//! Contract tests of the GitLab provider. GitLab cannot run here, so this
-//! file holds a *contract server*: the pipeline-schedule endpoints of
-//! GitLab's REST API v4 as its documentation describes them (get, edit,
-//! take ownership; `PRIVATE-TOKEN` authentication; project ids given as the
-//! URL-encoded full path; errors as `{"message": ...}` with 401, 403, 404,
-//! 409 and 5xx). Only the owner of a schedule may edit it; a Maintainer may
-//! take ownership. The last test drives the same server through the real
-//! operator process, with the token read from a Secret.
+//! Contract tests of the GitLab provider against `testenv::GitLabContract`,
+//! the pipeline-schedule endpoints of GitLab's REST API v4 as its
+//! documentation describes them (GitLab cannot run here). The last test
+//! drives the same server through the real operator process, with the token
+//! read from a Secret.
 
 mod support;
 
-use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    http::{HeaderMap, Method, StatusCode, Uri},
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
 use kube::Api;
 use support::{apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace};
+use testenv::{GitLabContract, monitoring::Schedule};
 use weblab_operator::{
     api::{
         MergeTrainPause,
@@ -38,173 +25,23 @@ use weblab_operator::{
 const PROJECT: &str = "platform/graphql-api";
 const SCHEDULE: i64 = 118;
 
-#[derive(Clone, Debug)]
-struct Schedule {
-    active: bool,
-    owner: String,
-}
-
-#[derive(Default)]
-struct Contract {
-    schedules: BTreeMap<i64, Schedule>,
-    /// token -> (username, whether a Maintainer)
-    tokens: BTreeMap<String, (String, bool)>,
-    /// Answers to give instead of the real one, by method, in order.
-    failures: VecDeque<(Method, u16)>,
-    /// Every request: method and raw path.
-    log: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Contract>>;
-
-fn error(status: u16, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(serde_json::json!({ "message": message }))).into_response()
-}
-
-fn schedule_json(id: i64, schedule: &Schedule) -> serde_json::Value {
-    serde_json::json!({
-        "id": id,
-        "description": "merge train",
-        "ref": "refs/heads/main",
-        "cron": "*/10 * * * *",
-        "cron_timezone": "UTC",
-        "active": schedule.active,
-        "owner": {"id": 1, "username": schedule.owner, "name": schedule.owner},
-    })
-}
-
-/// Authentication, injected failures, project and schedule lookup: what
-/// every endpoint does first. The user's name and role, or the answer.
-fn admit(
-    contract: &mut Contract,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    project: &str,
-    id: i64,
-) -> Result<(String, bool), (u16, &'static str)> {
-    contract.log.push(format!("{method} {}", uri.path()));
-    let user = headers
-        .get("PRIVATE-TOKEN")
-        .and_then(|t| t.to_str().ok())
-        .and_then(|t| contract.tokens.get(t).cloned());
-    let Some(user) = user else {
-        return Err((401, "401 Unauthorized"));
-    };
-    if let Some(position) = contract.failures.iter().position(|(m, _)| m == method) {
-        let (_, status) = contract
-            .failures
-            .remove(position)
-            .unwrap_or((Method::GET, 500));
-        return Err((status, "injected by the test"));
-    }
-    if project != PROJECT {
-        return Err((404, "404 Project Not Found"));
-    }
-    if !contract.schedules.contains_key(&id) {
-        return Err((404, "404 Pipeline Schedule Not Found"));
-    }
-    Ok(user)
-}
-
-async fn get_schedule(
-    State(shared): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path((project, id)): Path<(String, i64)>,
-) -> Response {
-    let mut contract = shared.lock().expect("contract lock");
-    if let Err((status, message)) = admit(&mut contract, &method, &uri, &headers, &project, id) {
-        return error(status, message);
-    }
-    let schedule = &contract.schedules[&id];
-    Json(schedule_json(id, schedule)).into_response()
-}
-
-async fn edit_schedule(
-    State(shared): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path((project, id)): Path<(String, i64)>,
-    Json(body): Json<serde_json::Value>,
-) -> Response {
-    let mut contract = shared.lock().expect("contract lock");
-    let (user, _) = match admit(&mut contract, &method, &uri, &headers, &project, id) {
-        Ok(user) => user,
-        Err((status, message)) => return error(status, message),
-    };
-    let Some(schedule) = contract.schedules.get_mut(&id) else {
-        return error(404, "404 Pipeline Schedule Not Found");
-    };
-    if schedule.owner != user {
-        return error(403, "403 Forbidden");
-    }
-    match body.get("active").and_then(serde_json::Value::as_bool) {
-        Some(active) => schedule.active = active,
-        None => return error(400, "active is invalid"),
-    }
-    Json(schedule_json(id, schedule)).into_response()
-}
-
-async fn take_ownership(
-    State(shared): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path((project, id)): Path<(String, i64)>,
-) -> Response {
-    let mut contract = shared.lock().expect("contract lock");
-    let (user, maintainer) = match admit(&mut contract, &method, &uri, &headers, &project, id) {
-        Ok(user) => user,
-        Err((status, message)) => return error(status, message),
-    };
-    if !maintainer {
-        return error(403, "403 Forbidden");
-    }
-    let Some(schedule) = contract.schedules.get_mut(&id) else {
-        return error(404, "404 Pipeline Schedule Not Found");
-    };
-    schedule.owner = user;
-    (StatusCode::CREATED, Json(schedule_json(id, schedule))).into_response()
-}
-
-/// A running contract server and what it holds.
+/// The contract server with the one schedule, owned by `owner`, and two
+/// tokens: a Maintainer bot and a Developer.
 struct Server {
     url: String,
-    shared: Shared,
+    contract: GitLabContract,
 }
 
 impl Server {
     async fn start(active: bool, owner: &str) -> Server {
-        let mut contract = Contract::default();
-        contract.schedules.insert(
-            SCHEDULE,
-            Schedule {
-                active,
-                owner: owner.to_owned(),
-            },
-        );
-        contract
-            .tokens
-            .insert("bot-token".to_owned(), ("merge-bot".to_owned(), true));
-        contract
-            .tokens
-            .insert("dev-token".to_owned(), ("developer".to_owned(), false));
-        let shared = Arc::new(Mutex::new(contract));
-        let path = "/api/v4/projects/{project}/pipeline_schedules/{id}";
-        let app = Router::new()
-            .route(path, get(get_schedule).put(edit_schedule))
-            .route(&format!("{path}/take_ownership"), post(take_ownership))
-            .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Server { url, shared }
+        let contract = GitLabContract::serve(PROJECT).expect("the contract server starts");
+        contract.add_schedule(SCHEDULE, active, owner);
+        contract.add_token("bot-token", "merge-bot", true);
+        contract.add_token("dev-token", "developer", false);
+        Server {
+            url: contract.url(),
+            contract,
+        }
     }
 
     fn provider(&self, token: &str, schedule: i64) -> GitLab {
@@ -219,19 +56,17 @@ impl Server {
     }
 
     fn schedule(&self) -> Schedule {
-        self.shared.lock().expect("lock").schedules[&SCHEDULE].clone()
+        self.contract
+            .schedule(SCHEDULE)
+            .expect("the schedule exists")
     }
 
-    fn fail_next(&self, method: Method, status: u16) {
-        self.shared
-            .lock()
-            .expect("lock")
-            .failures
-            .push_back((method, status));
+    fn fail_next(&self, method: &str, status: u16) {
+        self.contract.fail_next(method, status);
     }
 
     fn log(&self) -> Vec<String> {
-        self.shared.lock().expect("lock").log.clone()
+        self.contract.log()
     }
 }
 
@@ -373,7 +208,7 @@ async fn contract_404_an_unknown_schedule_is_reported_as_not_found() {
 async fn contract_409_a_conflicting_edit_fails_and_a_retry_succeeds() {
     let server = Server::start(true, "merge-bot").await;
     let gitlab = server.provider("bot-token", SCHEDULE);
-    server.fail_next(Method::PUT, 409);
+    server.fail_next("PUT", 409);
     let error = gitlab.pause(&request()).await.expect_err("conflict");
     assert_eq!(error.reason(), "Conflict");
     assert!(server.schedule().active, "nothing changed");
@@ -385,11 +220,11 @@ async fn contract_409_a_conflicting_edit_fails_and_a_retry_succeeds() {
 async fn contract_5xx_a_failing_gitlab_is_reported_and_nothing_is_assumed() {
     let server = Server::start(true, "merge-bot").await;
     let gitlab = server.provider("bot-token", SCHEDULE);
-    server.fail_next(Method::GET, 502);
+    server.fail_next("GET", 502);
     let error = gitlab.prepare(&request()).await.expect_err("bad gateway");
     assert_eq!(error.reason(), "ServerError");
     assert_eq!(error.status(), Some(502));
-    server.fail_next(Method::PUT, 500);
+    server.fail_next("PUT", 500);
     let error = gitlab.pause(&request()).await.expect_err("internal error");
     assert_eq!(error.status(), Some(500));
     assert!(server.schedule().active, "nothing changed");

@@ -69,10 +69,28 @@ async fn the_chart_lints_with_defaults_and_with_every_option_on() {
             "networkPolicy.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true",
             "--set",
             "watchNamespaces={team-a,team-b},rbac.secrets.resourceNames={gitlab-token}",
+            "--set",
+            "alertmanagerWebhook.namespaceLabel=namespace,alertmanagerWebhook.recordTimeout=3s",
         ],
     )
     .await;
     assert!(everything.status.success(), "{}", describe(&everything));
+    let confined = render(
+        plane,
+        "ops",
+        &["alertmanagerWebhook.namespaceLabel=namespace"],
+    )
+    .await;
+    assert!(
+        confined.contains("- --alertmanager-namespace-label=namespace"),
+        "{confined}"
+    );
+    assert!(
+        !render(plane, "ops", &[])
+            .await
+            .contains("--alertmanager-namespace-label"),
+        "alarms match alerts of any namespace by default"
+    );
 }
 
 #[tokio::test]
@@ -212,6 +230,11 @@ async fn bad_values_fail_with_a_message_naming_the_value() {
         ("podDisruptionBudget.minAvailable=half", "minAvailable"),
         ("replicas=3", "replicas"),
         ("serviceMonitor.interval=soon", "interval"),
+        (
+            "alertmanagerWebhook.namespaceLabel=name-space",
+            "namespaceLabel",
+        ),
+        ("alertmanagerWebhook.recordTimeout=soon", "recordTimeout"),
         (
             "leaderElection.enabled=false",
             "replicaCount > 1 needs leaderElection.enabled=true",

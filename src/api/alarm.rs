@@ -122,6 +122,28 @@ pub struct PrometheusSource {
     /// A bearer token for Prometheus, from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
+
+    /// A traffic floor: a datapoint taken while the volume is below it counts
+    /// as missing data (under `missingData`), so that in a quiet hour one
+    /// error among two requests cannot breach an error-ratio threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_floor: Option<TrafficFloor>,
+}
+
+/// The volume under which a datapoint says too little to count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficFloor {
+    /// An instant PromQL query for the volume behind the signal, e.g.
+    /// `sum(rate(http_requests_total{service="checkout"}[5m]))`; the sum of
+    /// its series is compared to `minimum`. Evaluated with the signal's
+    /// query, at the same instant.
+    #[schemars(length(min = 1, max = 8192))]
+    pub query: String,
+    /// Below this volume (an empty result counts as 0) the datapoint is
+    /// missing data.
+    #[schemars(range(min = 0.0))]
+    pub minimum: f64,
 }
 
 fn default_interval() -> Duration {

@@ -100,7 +100,7 @@ impl Context {
                 EventType::Normal
             },
             reason: note.reason.to_owned(),
-            note: Some(truncate(&note.message, 1024)),
+            note: Some(truncate(&note.message, MAX_NOTE_BYTES)),
             action: note.reason.to_owned(),
             secondary: None,
         };
@@ -268,11 +268,22 @@ impl Note {
     }
 }
 
+/// The API server refuses an `events.k8s.io/v1` Event whose `note` is
+/// longer than this many bytes (not characters).
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes, ellipsis included, on a character
+/// boundary.
 fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
+    const ELLIPSIS: &str = "…";
+    if text.len() <= max {
+        return text.to_owned();
     }
+    let mut cut = max.saturating_sub(ELLIPSIS.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ELLIPSIS}", &text[..cut])
 }
 
 /// Counts the failure and tries again shortly; a conflict only means the
@@ -296,7 +307,21 @@ mod tests {
 
     #[test]
     fn truncate_cuts_on_character_boundaries() {
-        assert_eq!(truncate("héllo", 2), "hé…");
+        // "héll" is 5 bytes, the ellipsis 3 more; "é" is not cut in two.
+        assert_eq!(truncate("héllo wörld", 8), "héll…");
+        assert_eq!(truncate("héllo", 5), "h…");
         assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("exact", 5), "exact");
+    }
+
+    #[test]
+    fn truncated_notes_fit_the_api_servers_limit_in_bytes() {
+        // 1,500 two-byte characters: within 1,024 characters' worth of
+        // cutting, but not of bytes.
+        for text in ["é".repeat(1500), "a".repeat(5000), "€".repeat(400)] {
+            let note = truncate(&text, super::MAX_NOTE_BYTES);
+            assert!(note.len() <= super::MAX_NOTE_BYTES, "{} bytes", note.len());
+            assert!(note.ends_with('…'));
+        }
     }
 }

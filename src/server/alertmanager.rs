@@ -4,12 +4,23 @@
 //! so a follower records them as well as the leader would. A request must
 //! carry `Authorization: Bearer <token>`, the token kept in a Secret
 //! (`--webhook-token-secret`); anything else is refused before the body is
-//! read. Only alarms whose matchers select an alert of the notification are
-//! touched.
+//! read. The body must be sent as `application/json`, as Alertmanager does.
+//! Only alarms whose matchers select an alert of the notification are
+//! touched; with a namespace label configured
+//! (`--alertmanager-namespace-label`), only alarms in the namespace that
+//! label names.
+//!
+//! A 200 means every matching alarm's status write has landed. Writes to one
+//! alarm are queued and merged in-process ([`AlertInbox`]); the whole
+//! recording is bounded by a deadline, past which the answer is 503 with
+//! `Retry-After`, so that Alertmanager sends the notification again.
 
-use std::sync::{
-    Arc, RwLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use axum::{
@@ -20,20 +31,20 @@ use axum::{
     response::Response,
     routing::post,
 };
-use futures::future::join_all;
+use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt, runtime::reflector::Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::request::{BodyError, read_body, to_json_response};
+use super::request::{BodyError, declares_json, read_body, to_json_response};
 use crate::{
     api::Alarm,
     controllers::{
         Context,
         alarm::{
-            self,
-            alertmanager::{Alert, Matchers, Notification},
+            alertmanager::{Alert, Matchers, Notification, in_namespace},
+            inbox::AlertInbox,
         },
     },
 };
@@ -118,11 +129,26 @@ fn token_of(secret: &Secret, key: &str) -> Option<Arc<[u8]>> {
     (!text.is_empty()).then(|| Arc::from(text.as_bytes()))
 }
 
+/// How notifications are recorded: set by the operator's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookOptions {
+    /// How long recording one notification may take before the answer is
+    /// 503 (`--webhook-record-timeout`).
+    pub record_timeout: Duration,
+    /// When set, an alarm only matches alerts whose label of this name
+    /// equals the alarm's namespace (`--alertmanager-namespace-label`).
+    pub namespace_label: Option<String>,
+}
+
 /// What the receiver needs.
 #[derive(Clone)]
 pub struct Receiver {
     /// Shared context (client, metrics, events).
     pub ctx: Arc<Context>,
+    /// The per-alarm write queues.
+    pub inbox: AlertInbox,
+    /// How notifications are recorded.
+    pub options: WebhookOptions,
     /// The alarm caches, one per watched scope.
     pub alarms: Vec<Store<Alarm>>,
     /// The expected bearer token.
@@ -222,6 +248,15 @@ async fn handle(
             ),
         );
     }
+    if declares_json(headers) != Some(true) {
+        return (
+            "malformed",
+            refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the notification must be sent with Content-Type: application/json, as Alertmanager's webhook receiver does",
+            ),
+        );
+    }
     let body = match read_body(body) {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
@@ -263,6 +298,7 @@ async fn handle(
         );
     }
 
+    let namespace_label = receiver.options.namespace_label.as_deref();
     let mut writes = Vec::new();
     for alarm in receiver.alarms.iter().flat_map(Store::state) {
         let Some(source) = &alarm.spec.alertmanager else {
@@ -273,31 +309,47 @@ async fn handle(
         let Ok(matchers) = Matchers::compile(&source.matchers) else {
             continue;
         };
-        let matching: Vec<&Alert> = notification
+        let namespace = alarm.namespace().unwrap_or_default();
+        let matching: Vec<Alert> = notification
             .alerts
             .iter()
-            .filter(|alert| matchers.matches(&alert.labels))
+            .filter(|alert| {
+                in_namespace(&alert.labels, namespace_label, &namespace)
+                    && matchers.matches(&alert.labels)
+            })
+            .cloned()
             .collect();
         if !matching.is_empty() {
-            writes.push(async move {
-                let written = alarm::receive(&receiver.ctx, &alarm, &matching).await;
-                if let Err(error) = &written {
-                    tracing::warn!(%error, alarm = %alarm.name_any(), "cannot record alerts");
-                }
-                written.is_ok()
-            });
+            writes.push(receiver.inbox.record(alarm, matching));
         }
     }
     let alarms = writes.len();
-    let recorded = join_all(writes).await;
-    if recorded.iter().any(|ok| !ok) {
-        return (
-            "error",
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot record the alerts on every matching alarm; Alertmanager will retry",
-            ),
-        );
+    let deadline = receiver.options.record_timeout;
+    match tokio::time::timeout(deadline, try_join_all(writes)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            return (
+                "error",
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "cannot record the alerts on every matching alarm ({error}); Alertmanager will retry"
+                    ),
+                ),
+            );
+        }
+        Err(_) => {
+            return (
+                "timeout",
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "the alerts could not be recorded within {}s (is the Kubernetes API server reachable?); Alertmanager will retry",
+                        deadline.as_secs_f64()
+                    ),
+                ),
+            );
+        }
     }
     (
         "accepted",

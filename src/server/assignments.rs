@@ -15,8 +15,8 @@ use axum::{
     Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, Path, Query, State,
-        rejection::{BytesRejection, PathRejection, QueryRejection},
+        DefaultBodyLimit, Path, RawQuery, State,
+        rejection::{BytesRejection, PathRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     dials::{CompileError, CompiledDial, DialCatalog, RealmError, reason_label},
     request::{
-        MAX_BODY_BYTES, Text, check_segments, check_unit, declares_json, is_json_object, read_body,
-        to_json_response,
+        MAX_BODY_BYTES, Text, check_segments, check_unit, declares_json, decode_query,
+        is_json_object, read_body, to_json_response,
     },
 };
 
@@ -264,15 +264,14 @@ pub(crate) struct BatchItem<'a> {
 async fn treatment(
     State(catalog): State<Arc<DialCatalog>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let answer = || -> Result<Response, ApiError> {
         ensure_ready(&catalog)?;
         let Path((namespace, name)) = path.map_err(path_error)?;
-        let Query(pairs) = query.map_err(|rejection| {
+        let pairs = decode_query(query.as_deref()).map_err(|error| {
             ApiError::bad_request(format!(
-                "the query string cannot be read ({}): send unit=<id>&realm=<realm>&segment=<segment>, URL-encoded",
-                rejection.body_text()
+                "the query string cannot be read ({error}): send unit=<id>&realm=<realm>&segment=<segment>, URL-encoded"
             ))
         })?;
         let query = parse_treatment_query(pairs)?;
@@ -622,6 +621,7 @@ mod tests {
 
         for (query, status, needle) in [
             ("realm=NA", 400, "needs unit="),
+            ("unit=M%FCller&realm=NA", 400, "unit is not UTF-8"),
             ("unit=bob", 400, "several realms (NA, EU)"),
             ("unit=bob&realm=FE", 400, "not one of"),
         ] {

@@ -8,6 +8,7 @@ mod assignments;
 mod dials;
 pub mod gates;
 mod ofrep;
+mod parse_errors;
 mod request;
 
 use std::{
@@ -38,7 +39,7 @@ use crate::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState,
         merge_train_pause::PausePhase, weblab_dial::DialPhase,
     },
-    controllers::Context,
+    controllers::{Context, alarm::inbox::AlertInbox},
     metrics::Metrics,
 };
 
@@ -55,6 +56,8 @@ pub struct ServerState {
     pub firing: Arc<crate::controllers::alarm::Firing>,
     /// The Alertmanager webhook's bearer token.
     pub webhook_token: alertmanager::WebhookToken,
+    /// How the Alertmanager webhook records notifications.
+    pub webhook: alertmanager::WebhookOptions,
     /// The merge-train pause caches, one per watched scope.
     pub pauses: Vec<Store<MergeTrainPause>>,
     /// The change-window caches, one per watched scope.
@@ -74,6 +77,8 @@ pub fn router(state: ServerState) -> Router {
     let registry = state.ctx.metrics.clone();
     let receiver = alertmanager::Receiver {
         ctx: state.ctx.clone(),
+        inbox: AlertInbox::new(state.ctx.clone(), state.webhook.record_timeout),
+        options: state.webhook.clone(),
         alarms: state.alarms.clone(),
         token: state.webhook_token.clone(),
         ready: state.ready.clone(),
@@ -139,7 +144,7 @@ pub async fn serve(
     let bound = listener.local_addr().map_err(server_error)?;
     tracing::info!(address = %bound, "HTTP server listening");
     Ok(async move {
-        axum::serve(listener, router(state))
+        axum::serve(parse_errors::JsonParseErrors(listener), router(state))
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(|source| Error::Server {

@@ -106,6 +106,63 @@ pub(crate) fn is_json_object(body: &[u8]) -> bool {
         .is_some_and(|byte| *byte == b'{')
 }
 
+/// Splits a URL query (`application/x-www-form-urlencoded`) into its pairs,
+/// refusing any name or value whose bytes are not UTF-8. The usual decoders
+/// replace such bytes with U+FFFD, which would make distinct units (Latin-1
+/// `M%FCller` and `M%E4ller`) the same one; JSON bodies refuse them, and so
+/// does this. The error names the parameter for the caller.
+pub(crate) fn decode_query(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let Some(query) = query else {
+        return Ok(Vec::new());
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = percent_decode(name).map_err(|_| {
+                "a query parameter name is not UTF-8 once percent-decoded: encode text as UTF-8 before percent-encoding it".to_owned()
+            })?;
+            let value = percent_decode(value).map_err(|_| {
+                format!(
+                    "{name} is not UTF-8 once percent-decoded: encode text as UTF-8 before percent-encoding it"
+                )
+            })?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// Decodes `+` and `%XX` as forms do; a `%` not followed by two hex digits
+/// stands for itself.
+fn percent_decode(text: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (byte, escaped) {
+            (_, Some(value)) => {
+                decoded.push(value);
+                index += 3;
+            }
+            (b'+', None) => {
+                decoded.push(b' ');
+                index += 1;
+            }
+            (other, None) => {
+                decoded.push(other);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded)
+}
+
 /// Why a unit id is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UnitError {
@@ -337,6 +394,36 @@ mod tests {
         assert!(!is_json_object(b"[1]"));
         assert!(!is_json_object(b""));
         assert!(!is_json_object(b"null"));
+    }
+
+    #[test]
+    fn queries_decode_as_forms_and_refuse_bytes_that_are_not_utf8() {
+        let pairs = |query| decode_query(Some(query)).expect("decodes");
+        assert_eq!(
+            pairs("unit=M%C3%BCller&segment=a+b&&segment=%zz&flag"),
+            vec![
+                ("unit".to_owned(), "Müller".to_owned()),
+                ("segment".to_owned(), "a b".to_owned()),
+                ("segment".to_owned(), "%zz".to_owned()),
+                ("flag".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(decode_query(None), Ok(Vec::new()));
+        assert_eq!(
+            pairs("unit=100%25"),
+            vec![("unit".to_owned(), "100%".to_owned())]
+        );
+        // Latin-1 bytes are not replaced (which would make these two the
+        // same unit) but refused.
+        let error = decode_query(Some("realm=NA&unit=M%FCller")).expect_err("not UTF-8");
+        assert!(error.starts_with("unit is not UTF-8"), "{error}");
+        assert!(decode_query(Some("unit=M%E4ller")).is_err());
+        assert!(decode_query(Some("%FF=1")).is_err());
+        // A truncated escape at the end stands for itself.
+        assert_eq!(
+            pairs("unit=a%4"),
+            vec![("unit".to_owned(), "a%4".to_owned())]
+        );
     }
 
     #[test]

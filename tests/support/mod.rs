@@ -397,6 +397,15 @@ pub async fn operator_with_webhook(
     plane: &ControlPlane,
     prefix: &str,
 ) -> (testenv::TestNamespace, Operator) {
+    operator_with_webhook_args(plane, prefix, &[]).await
+}
+
+/// [`operator_with_webhook`] with `args` added to the operator's.
+pub async fn operator_with_webhook_args(
+    plane: &ControlPlane,
+    prefix: &str,
+    args: &[&str],
+) -> (testenv::TestNamespace, Operator) {
     let namespace = plane.namespace(prefix).await.expect("namespace");
     apply_yaml(
         plane,
@@ -407,16 +416,14 @@ pub async fn operator_with_webhook(
     )
     .await;
     let secret = format!("{}/weblab-webhook", namespace.name());
-    let operator = Operator::start(
-        plane,
-        &[
-            "--namespace",
-            namespace.name(),
-            "--webhook-token-secret",
-            &secret,
-        ],
-    )
-    .await;
+    let mut all = vec![
+        "--namespace",
+        namespace.name(),
+        "--webhook-token-secret",
+        &secret,
+    ];
+    all.extend_from_slice(args);
+    let operator = Operator::start(plane, &all).await;
     (namespace, operator)
 }
 

@@ -136,6 +136,20 @@ impl Matchers {
     }
 }
 
+/// Whether an alert with `labels` may concern an alarm in `namespace`. Without
+/// a namespace label every alert may (Alertmanager's alerts carry no
+/// trustworthy origin, and an Alarm in any namespace can name any labels);
+/// with one, only alerts whose label `namespace_label` equals `namespace`,
+/// so that a tenant's alarm cannot read or react to another namespace's
+/// alerts.
+pub fn in_namespace(
+    labels: &BTreeMap<String, String>,
+    namespace_label: Option<&str>,
+    namespace: &str,
+) -> bool {
+    namespace_label.is_none_or(|label| labels.get(label).is_some_and(|value| value == namespace))
+}
+
 /// An alarm's state from its recorded alerts, and when it next changes by
 /// itself (a fresh alert going stale).
 #[derive(Clone, Debug, PartialEq)]
@@ -337,6 +351,24 @@ mod tests {
         let error = Matchers::compile(&[matcher("region", MatchOperator::Matches, "(")])
             .expect_err("does not parse");
         assert!(error.contains("region"), "{error}");
+    }
+
+    #[test]
+    fn a_namespace_label_confines_alarms_to_their_namespace() {
+        let team_a = labels(&[("alertname", "HighErrorRate"), ("namespace", "team-a")]);
+        let unlabelled = labels(&[("alertname", "HighErrorRate")]);
+        // Without the option, every alert may concern every alarm.
+        assert!(in_namespace(&team_a, None, "team-b"));
+        assert!(in_namespace(&unlabelled, None, "team-b"));
+        // With it, only alerts labelled with the alarm's own namespace.
+        assert!(in_namespace(&team_a, Some("namespace"), "team-a"));
+        assert!(!in_namespace(&team_a, Some("namespace"), "team-b"));
+        assert!(!in_namespace(&unlabelled, Some("namespace"), ""));
+        assert!(!in_namespace(
+            &team_a,
+            Some("kubernetes_namespace"),
+            "team-a"
+        ));
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! `notBreaching`, or `ignore` (the datapoint is recorded, the state is
 //! kept). A query that fails (error, timeout, unreadable answer) is never
 //! good: it is missing, or breaching under `breaching`.
+//!
+//! With a traffic floor, a datapoint whose volume (the floor's query,
+//! summed) is below the floor's minimum is *below the floor*: its value is
+//! recorded for people but it counts as missing data, under the same
+//! policy. A failed volume query is a failed datapoint.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -60,6 +65,8 @@ pub enum Outcome {
     NoData,
     /// The query failed.
     Failed,
+    /// The traffic was below the floor: counted as missing data.
+    BelowFloor,
 }
 
 impl Outcome {
@@ -70,6 +77,7 @@ impl Outcome {
             Outcome::Good => "ok",
             Outcome::NoData => "no_data",
             Outcome::Failed => "error",
+            Outcome::BelowFloor => "below_floor",
         }
     }
 }
@@ -118,13 +126,17 @@ fn symbol(comparison: Comparison) -> &'static str {
 /// Adds the datapoint from `sample`, taken `at`, to `previous`'s recent
 /// datapoints and decides the state. `previous` must describe the same spec
 /// (the caller resets it when the spec changes).
+///
+/// `volume` is the traffic floor's sample, taken with `sample`; `None` when
+/// the source has no floor.
 pub fn evaluate(
     source: &PrometheusSource,
     previous: &AlarmStatus,
     sample: Sample,
+    volume: Option<Sample>,
     at: Time,
 ) -> Evaluation {
-    let (value, outcome, source_error) = match sample {
+    let (value, mut outcome, mut source_error) = match sample {
         Sample::Failed(error) => (None, Outcome::Failed, Some(error)),
         Sample::Values(values) => match reduce(&values, source.series, source.comparison) {
             Some(value) if breaches(value, source.comparison, source.threshold) => {
@@ -134,12 +146,32 @@ pub fn evaluate(
             None => (None, Outcome::NoData, None),
         },
     };
+    let mut traffic = None;
+    if let (Some(floor), Some(volume)) = (&source.traffic_floor, volume)
+        && matches!(outcome, Outcome::Breaching | Outcome::Good)
+    {
+        match volume {
+            Sample::Failed(error) => {
+                outcome = Outcome::Failed;
+                source_error = Some(format!("the traffic floor's query: {error}"));
+            }
+            Sample::Values(values) => {
+                let total: f64 = values.iter().filter(|v| !v.is_nan()).sum();
+                if total < floor.minimum {
+                    outcome = Outcome::BelowFloor;
+                    traffic = Some(format!("traffic {total} below the floor {}", floor.minimum));
+                }
+            }
+        }
+    }
     let breaching = match (outcome, source.missing_data) {
         (Outcome::Breaching, _) => Some(true),
         (Outcome::Good, _) => Some(false),
-        (Outcome::NoData | Outcome::Failed, MissingDataPolicy::Breaching) => Some(true),
-        (Outcome::NoData, MissingDataPolicy::NotBreaching) => Some(false),
-        (Outcome::NoData | Outcome::Failed, _) => None,
+        (Outcome::NoData | Outcome::Failed | Outcome::BelowFloor, MissingDataPolicy::Breaching) => {
+            Some(true)
+        }
+        (Outcome::NoData | Outcome::BelowFloor, MissingDataPolicy::NotBreaching) => Some(false),
+        (Outcome::NoData | Outcome::Failed | Outcome::BelowFloor, _) => None,
     };
 
     let periods = source.evaluation_periods.max(1) as usize;
@@ -163,17 +195,22 @@ pub fn evaluate(
         .count();
     let missing = periods - breached - good;
     let condition = format!("{} {}", symbol(source.comparison), source.threshold);
-    let now = match value {
-        Some(value) => format!("value {value}"),
-        None if outcome == Outcome::Failed => "the query failed".to_owned(),
-        None => "no data".to_owned(),
+    let now = match (value, &traffic) {
+        (Some(value), Some(traffic)) => format!("value {value} with {traffic} (missing data)"),
+        (Some(value), None) if outcome == Outcome::Failed => {
+            format!("value {value}, but the traffic floor's query failed")
+        }
+        (Some(value), None) => format!("value {value}"),
+        (None, _) if outcome == Outcome::Failed => "the query failed".to_owned(),
+        (None, _) => "no data".to_owned(),
     };
 
-    let (state, reason) = if outcome == Outcome::NoData
+    let (state, reason) = if matches!(outcome, Outcome::NoData | Outcome::BelowFloor)
         && source.missing_data == MissingDataPolicy::Ignore
     {
         let kept = previous.state.unwrap_or(AlarmState::InsufficientData);
-        (kept, format!("no data (ignored); keeping {kept}"))
+        let why = traffic.as_deref().unwrap_or("no data");
+        (kept, format!("{why} (ignored); keeping {kept}"))
     } else if breached >= needed {
         (
             AlarmState::Alarm,
@@ -223,6 +260,7 @@ mod tests {
             missing_data: missing,
             series: SeriesReduction::Worst,
             bearer_token_secret_ref: None,
+            traffic_floor: None,
         }
     }
 
@@ -237,7 +275,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, sample)| {
-                let evaluation = evaluate(source, &status, sample.clone(), at(i as i64));
+                let evaluation = evaluate(source, &status, sample.clone(), None, at(i as i64));
                 status.state = Some(evaluation.state);
                 status.datapoints = evaluation.datapoints;
                 evaluation.state
@@ -378,7 +416,7 @@ mod tests {
     #[test]
     fn reasons_name_the_threshold_and_value() {
         let s = source(1, 1, MissingDataPolicy::Missing);
-        let evaluation = evaluate(&s, &AlarmStatus::default(), v(HIGH), at(0));
+        let evaluation = evaluate(&s, &AlarmStatus::default(), v(HIGH), None, at(0));
         assert_eq!(evaluation.state, Alarm);
         assert!(
             evaluation.reason.contains("> 0.05"),
@@ -392,6 +430,66 @@ mod tests {
         );
         assert_eq!(evaluation.value, Some(HIGH));
         assert_eq!(evaluation.outcome, Outcome::Breaching);
+    }
+
+    fn with_floor(policy: MissingDataPolicy, minimum: f64) -> PrometheusSource {
+        PrometheusSource {
+            traffic_floor: Some(crate::api::alarm::TrafficFloor {
+                query: "sum(rate(http_requests_total[5m]))".to_owned(),
+                minimum,
+            }),
+            ..source(1, 1, policy)
+        }
+    }
+
+    #[test]
+    fn a_breach_below_the_traffic_floor_counts_as_missing_data() {
+        // One error in two requests: a 50% error ratio on 0.03 requests/s.
+        let quiet = Some(v(0.03));
+        let s = with_floor(MissingDataPolicy::Missing, 1.0);
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.5), quiet.clone(), at(0));
+        assert_eq!(e.state, Insufficient, "{}", e.reason);
+        assert_eq!(e.outcome, Outcome::BelowFloor);
+        assert_eq!(e.value, Some(0.5), "the value is kept for people");
+        assert!(e.reason.contains("below the floor 1"), "{}", e.reason);
+
+        let s = with_floor(MissingDataPolicy::NotBreaching, 1.0);
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.5), quiet.clone(), at(0));
+        assert_eq!(e.state, Ok, "{}", e.reason);
+
+        let s = with_floor(MissingDataPolicy::Breaching, 1.0);
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.5), quiet, at(0));
+        assert_eq!(
+            e.state, Alarm,
+            "the policy decides, as for any missing data"
+        );
+    }
+
+    #[test]
+    fn above_the_floor_the_threshold_decides() {
+        let s = with_floor(MissingDataPolicy::NotBreaching, 1.0);
+        // Several series are summed; NaN is left out.
+        let busy = Some(Sample::Values(vec![0.6, 0.6, f64::NAN]));
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.5), busy, at(0));
+        assert_eq!((e.state, e.outcome), (Alarm, Outcome::Breaching));
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.01), Some(v(5.0)), at(0));
+        assert_eq!((e.state, e.outcome), (Ok, Outcome::Good));
+    }
+
+    #[test]
+    fn an_empty_volume_is_no_traffic_and_a_failed_one_is_a_failed_datapoint() {
+        let s = with_floor(MissingDataPolicy::NotBreaching, 1.0);
+        let empty = Some(Sample::Values(vec![]));
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.5), empty, at(0));
+        assert_eq!((e.state, e.outcome), (Ok, Outcome::BelowFloor));
+        let down = Some(Sample::Failed("no answer".to_owned()));
+        let e = evaluate(&s, &AlarmStatus::default(), v(0.5), down, at(0));
+        // A failed query is never good, whatever the policy for no data.
+        assert_eq!((e.state, e.outcome), (Insufficient, Outcome::Failed));
+        assert!(
+            e.source_error
+                .is_some_and(|why| why.contains("traffic floor"))
+        );
     }
 
     fn sample() -> impl Strategy<Value = Sample> {
@@ -426,7 +524,7 @@ mod tests {
             for (i, sample) in samples.into_iter().enumerate() {
                 let failed = matches!(sample, Sample::Failed(_));
                 let before = status.state;
-                let e = evaluate(&s, &status, sample, at(i as i64));
+                let e = evaluate(&s, &status, sample, None, at(i as i64));
                 prop_assert!(e.datapoints.len() <= n as usize);
                 let breached = e.datapoints.iter().filter(|d| d.breaching == Some(true)).count();
                 let good = e.datapoints.iter().filter(|d| d.breaching == Some(false)).count();

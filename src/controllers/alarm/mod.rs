@@ -6,6 +6,7 @@
 
 pub mod alertmanager;
 pub mod evaluate;
+pub mod inbox;
 pub mod prometheus;
 
 use std::{
@@ -219,30 +220,34 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     cx.remember(alarm, source);
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
-    let sample = match &source.bearer_token_secret_ref {
-        None => {
-            prometheus::query(
-                &cx.http,
-                &source.url,
-                &source.query,
-                source.timeout.get(),
-                None,
-            )
+    let token = match &source.bearer_token_secret_ref {
+        None => Ok(None),
+        Some(key) => read_secret_key(&ctx.client, &namespace, key)
             .await
-        }
-        Some(key) => match read_secret_key(&ctx.client, &namespace, key).await {
-            Ok(token) => {
+            .map(Some),
+    };
+    let (sample, volume) = match &token {
+        Ok(token) => {
+            let query = |promql| {
                 prometheus::query(
                     &cx.http,
                     &source.url,
-                    &source.query,
+                    promql,
                     source.timeout.get(),
-                    Some(&token),
+                    token.as_deref(),
                 )
-                .await
+            };
+            // The signal and its volume at the same instant.
+            match &source.traffic_floor {
+                None => (query(&source.query).await, None),
+                Some(floor) => {
+                    let (sample, volume) =
+                        futures::join!(query(&source.query), query(&floor.query));
+                    (sample, Some(volume))
+                }
             }
-            Err(message) => Sample::Failed(message),
-        },
+        }
+        Err(message) => (Sample::Failed(message.clone()), None),
     };
 
     let generation = alarm.meta().generation.unwrap_or_default();
@@ -257,7 +262,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         }
     };
     let now = Time(Timestamp::now());
-    let evaluation = evaluate::evaluate(source, &previous, sample, now.clone());
+    let evaluation = evaluate::evaluate(source, &previous, sample, volume, now.clone());
     ctx.metrics
         .alarm_evaluations
         .with_label_values(&[evaluation.outcome.as_str()])
@@ -393,33 +398,38 @@ fn transition(alarm: &Alarm, before: &AlarmStatus, after: &AlarmStatus) -> Optio
     })
 }
 
-/// Records the alerts of one notification that match `alarm` (already
-/// selected by the caller), on any replica: the state comes from the
-/// notification, not from a cache, so followers may write it. A conflict
-/// re-reads the alarm and tries again.
-pub async fn receive(ctx: &Context, alarm: &Alarm, matching: &[&Alert]) -> Result<()> {
-    let Some(source) = &alarm.spec.alertmanager else {
-        return Ok(());
+/// Records `matching` (alerts already selected for `alarm` by the caller,
+/// in the order they arrived) on any replica: the state comes from the
+/// notifications, not from a cache, so followers may write it. A conflict
+/// (another replica, or the leader's staleness check, wrote first) re-reads
+/// the alarm and tries again. Returns the alarm as last written or read, for
+/// the next write to start from. Callers serialise writes per alarm within
+/// the process ([`inbox::AlertInbox`]), so conflicts come only from outside.
+pub async fn receive(ctx: &Context, alarm: Alarm, matching: &[&Alert]) -> Result<Alarm> {
+    let Some(source) = alarm.spec.alertmanager.clone() else {
+        return Ok(alarm);
     };
     let namespace = alarm.namespace().unwrap_or_default();
     let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut current = alarm.clone();
-    for attempt in 1..=WRITE_ATTEMPTS {
+    let mut current = alarm;
+    let mut attempt = 1;
+    loop {
         let status = current.status.clone().unwrap_or_default();
         let now = Time(Timestamp::now());
         let alerts = alertmanager::record(&status.alerts, matching, &now);
         let (next, _) = alertmanager::status_with(&status, alerts, source.stale_after.get(), &now);
         if next == status {
-            return Ok(());
+            return Ok(current);
         }
         match ctx.apply_status(&api, &current, MANAGER, &next).await {
-            Ok(_) => {
+            Ok(written) => {
                 if let Some(note) = transition(&current, &status, &next) {
                     ctx.publish(&current.object_ref(&()), KIND, &note).await;
                 }
-                return Ok(());
+                return Ok(written);
             }
             Err(error) if error.reason() == "Conflict" && attempt < WRITE_ATTEMPTS => {
+                attempt += 1;
                 current = api
                     .get_status(&current.name_any())
                     .await
@@ -428,7 +438,6 @@ pub async fn receive(ctx: &Context, alarm: &Alarm, matching: &[&Alert]) -> Resul
             Err(error) => return Err(error),
         }
     }
-    Ok(())
 }
 
 /// Builds the alarm controller for one scope: returns the alarm cache (the

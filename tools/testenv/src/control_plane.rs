@@ -403,6 +403,20 @@ impl ControlPlane {
         &self.processes
     }
 
+    /// Freezes kube-apiserver until the returned guard is dropped: requests
+    /// to it connect but are never answered, as in an API-server or etcd
+    /// outage. Other tests sharing this control plane stall too, so a test
+    /// that pauses it should start a control plane of its own.
+    pub fn pause_apiserver(&self) -> PausedProcess<'_> {
+        let process = self
+            .processes
+            .iter()
+            .find(|process| process.name() == "kube-apiserver")
+            .expect("every control plane runs kube-apiserver");
+        process.pause();
+        PausedProcess(process)
+    }
+
     /// A client configuration for the admin user.
     pub async fn config(&self) -> Result<kube::Config, Error> {
         config_from_yaml(&self.kubeconfig_yaml, &self.admin_kubeconfig).await
@@ -526,6 +540,17 @@ impl ControlPlane {
             tracing::debug!(name = process.name(), "stopping");
             process.stop(STOP_GRACE);
         }
+    }
+}
+
+/// A process frozen by [`ControlPlane::pause_apiserver`]; resumed on drop,
+/// also when the test panics.
+#[must_use = "the process resumes when this guard is dropped"]
+pub struct PausedProcess<'a>(&'a ManagedProcess);
+
+impl Drop for PausedProcess<'_> {
+    fn drop(&mut self) {
+        self.0.resume();
     }
 }
 

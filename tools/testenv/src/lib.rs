@@ -49,10 +49,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use control_plane::{ControlPlane, Options};
+pub use control_plane::{ControlPlane, Options, PausedProcess};
 pub use monitoring::{
-    ALERTMANAGER_ENV, Alert, Alertmanager, AlertmanagerOptions, HttpRequest, MetricsEndpoint,
-    PROMETHEUS_ENV, Prometheus, PrometheusOptions, Sample, WebhookRecorder,
+    ALERTMANAGER_ENV, Alert, Alertmanager, AlertmanagerOptions, GitLabContract, HttpRequest,
+    MetricsEndpoint, PROMETHEUS_ENV, Prometheus, PrometheusOptions, Sample, WebhookRecorder,
 };
 pub use namespace::TestNamespace;
 pub use shared::{shared, shared_with_workloads};

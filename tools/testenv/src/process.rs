@@ -226,6 +226,18 @@ impl ManagedProcess {
         }
     }
 
+    /// Freezes the process (SIGSTOP) until [`resume`](Self::resume): the
+    /// kernel still accepts connections on its sockets, but nothing is
+    /// answered, as with a hung server.
+    pub fn pause(&self) {
+        kill_group(self.pid, libc::SIGSTOP);
+    }
+
+    /// Lets a [`pause`](Self::pause)d process run again (SIGCONT).
+    pub fn resume(&self) {
+        kill_group(self.pid, libc::SIGCONT);
+    }
+
     /// Sends SIGTERM, waits up to `grace` for the process to exit, then kills
     /// it. A zero `grace` kills at once.
     pub(crate) fn stop(&self, grace: Duration) {

@@ -6,37 +6,31 @@
 //! established, so scripts can wait for any of them.
 //!
 //! With `--monitoring` it also runs a metrics endpoint, Prometheus scraping it
-//! (with one alerting rule) and Alertmanager notifying
-//! `--alertmanager-webhook`, all started (and their
-//! URLs written to `DIR/metrics-url`, `DIR/prometheus-url` and
-//! `DIR/alertmanager-url`) before the control plane, so they are ready when
-//! the kubeconfig appears.
+//! (with the `--rules` given) and Alertmanager notifying
+//! `--alertmanager-webhook`; with `--gitlab` a GitLab-shaped contract server,
+//! with `--merge-queue` a webhook receiver. All start (and their URLs are
+//! written to `DIR/metrics-url`, `DIR/prometheus-url`, `DIR/alertmanager-url`,
+//! `DIR/gitlab-url` and `DIR/merge-queue-url`) before the control plane, so
+//! they are ready when the kubeconfig appears.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use testenv::{
-    Alertmanager, AlertmanagerOptions, ControlPlane, MetricsEndpoint, Options, Prometheus,
-    PrometheusOptions,
+    Alertmanager, AlertmanagerOptions, ControlPlane, GitLabContract, MetricsEndpoint, Options,
+    Prometheus, PrometheusOptions, WebhookRecorder,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-/// The series the demo's metrics endpoint serves from the start.
-const DEMO_SERIES: (&str, &[(&str, &str)]) = ("demo_error_ratio", &[("service", "checkout")]);
-/// The demo's alerting rule: the gauge above 5 % fires `DemoErrorRatioHigh`
-/// through Alertmanager to the webhook.
-const DEMO_RULES: &str = "\
-groups:
-  - name: demo
-    rules:
-      - alert: DemoErrorRatioHigh
-        expr: demo_error_ratio > 0.05
-        annotations:
-          summary: 'error ratio of {{ $labels.service }} is {{ $value }}'
-";
 /// Files naming the monitoring endpoints, relative to `--dir`.
-const URL_FILES: [&str; 3] = ["metrics-url", "prometheus-url", "alertmanager-url"];
+const URL_FILES: [&str; 5] = [
+    "metrics-url",
+    "prometheus-url",
+    "alertmanager-url",
+    "gitlab-url",
+    "merge-queue-url",
+];
 
 #[derive(Parser)]
 #[command(
@@ -70,24 +64,54 @@ enum Commands {
         port: Option<u16>,
         #[command(flatten)]
         monitoring: MonitoringArgs,
+        #[command(flatten)]
+        contracts: ContractArgs,
     },
 }
 
 #[derive(Args)]
 struct MonitoringArgs {
-    /// Also run a metrics endpoint (serving demo_error_ratio{service="checkout"} = 0;
-    /// change it with `curl -X PUT --data 0.3 "$(cat DIR/metrics-url)/demo_error_ratio?service=checkout"`),
-    /// Prometheus scraping it every second, with a rule firing DemoErrorRatioHigh above 0.05,
-    /// and Alertmanager; their URLs go to DIR/metrics-url, DIR/prometheus-url and
+    /// Also run a metrics endpoint (set a gauge with
+    /// `curl -X PUT --data 0.3 "$(cat DIR/metrics-url)/NAME?label=value"`),
+    /// Prometheus scraping it every second with the --rules files, and
+    /// Alertmanager; their URLs go to DIR/metrics-url, DIR/prometheus-url and
     /// DIR/alertmanager-url.
     #[arg(long, requires = "alertmanager_webhook")]
     monitoring: bool,
+    /// A Prometheus rule file to load (with --monitoring; repeatable).
+    #[arg(long, value_name = "PATH", requires = "monitoring")]
+    rules: Vec<PathBuf>,
     /// Where Alertmanager sends its notifications (with --monitoring).
     #[arg(long, value_name = "URL", requires = "monitoring")]
     alertmanager_webhook: Option<String>,
     /// A file holding the bearer token Alertmanager sends with them.
     #[arg(long, value_name = "PATH", requires = "monitoring")]
     alertmanager_token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ContractArgs {
+    /// Also run a GitLab-shaped contract server holding this project (its full
+    /// path, e.g. platform/graphql-api); its URL goes to DIR/gitlab-url.
+    #[arg(long, value_name = "PROJECT", requires = "gitlab_token_file")]
+    gitlab: Option<String>,
+    /// A pipeline schedule of that project, active and owned by the token's
+    /// user (repeatable).
+    #[arg(long, value_name = "ID", requires = "gitlab")]
+    gitlab_schedule: Vec<i64>,
+    /// A file holding the token the contract server accepts, as a Maintainer.
+    #[arg(long, value_name = "PATH", requires = "gitlab")]
+    gitlab_token_file: Option<PathBuf>,
+    /// Also run a webhook receiver that answers 200 to every request (a
+    /// merge queue for webhook pauses); its URL goes to DIR/merge-queue-url.
+    #[arg(long)]
+    merge_queue: bool,
+}
+
+/// The contract servers, kept alive while the control plane runs.
+struct Contracts {
+    _gitlab: Option<GitLabContract>,
+    _merge_queue: Option<WebhookRecorder>,
 }
 
 /// The monitoring parts, kept alive while the control plane runs.
@@ -118,8 +142,13 @@ async fn main() -> ExitCode {
         crds,
         port,
         monitoring,
+        contracts,
     } = Cli::parse().command;
-    match up(dir, workloads, fake_nodes, crds, port, monitoring).await {
+    match up(
+        dir, workloads, fake_nodes, crds, port, monitoring, contracts,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("weblab-testenv: {err}");
@@ -135,6 +164,7 @@ async fn up(
     crds: Option<PathBuf>,
     port: Option<u16>,
     monitoring: MonitoringArgs,
+    contracts: ContractArgs,
 ) -> Result<(), testenv::Error> {
     // Installed before starting, so a signal during startup is not lost.
     let signal_error = |err| io_error("install signal handler", Path::new(""), err);
@@ -152,10 +182,12 @@ async fn up(
         options = options.crds(crds);
     }
     let started = async {
+        remove_url_files(&dir)?;
+        let contracts = start_contracts(&dir, contracts)?;
         let monitoring = start_monitoring(&dir, monitoring).await?;
-        Ok::<_, testenv::Error>((ControlPlane::start(options).await?, monitoring))
+        Ok::<_, testenv::Error>((ControlPlane::start(options).await?, monitoring, contracts))
     };
-    let (control_plane, monitoring) = tokio::select! {
+    let (control_plane, monitoring, contracts) = tokio::select! {
         started = started => started?,
         _ = terminate.recv() => return Ok(()),
         _ = interrupt.recv() => return Ok(()),
@@ -184,9 +216,10 @@ async fn up(
         } = monitoring;
         prometheus.stop();
         alertmanager.stop();
-        for name in URL_FILES {
-            let _ = std::fs::remove_file(dir.join(name));
-        }
+    }
+    drop(contracts);
+    for name in URL_FILES {
+        let _ = std::fs::remove_file(dir.join(name));
     }
     control_plane.stop();
     let _ = std::fs::remove_file(&pid_file);
@@ -194,12 +227,8 @@ async fn up(
     Ok(())
 }
 
-/// Starts the monitoring parts if asked, after removing an earlier run's URL
-/// files so that none names a dead process.
-async fn start_monitoring(
-    dir: &Path,
-    args: MonitoringArgs,
-) -> Result<Option<Monitoring>, testenv::Error> {
+/// Removes an earlier run's URL files, so that none names a dead process.
+fn remove_url_files(dir: &Path) -> Result<(), testenv::Error> {
     for name in URL_FILES {
         let stale = dir.join(name);
         match std::fs::remove_file(&stale) {
@@ -209,10 +238,53 @@ async fn start_monitoring(
             _ => {}
         }
     }
+    std::fs::create_dir_all(dir).map_err(|err| io_error("create directory", dir, err))
+}
+
+fn write_url(dir: &Path, name: &str, url: &str) -> Result<(), testenv::Error> {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{url}\n")).map_err(|err| io_error("write", &path, err))
+}
+
+/// Starts the contract servers asked for.
+fn start_contracts(dir: &Path, args: ContractArgs) -> Result<Contracts, testenv::Error> {
+    let gitlab = match (args.gitlab, args.gitlab_token_file) {
+        (Some(project), Some(path)) => {
+            let token =
+                std::fs::read_to_string(&path).map_err(|err| io_error("read", &path, err))?;
+            let gitlab = GitLabContract::serve(&project)?;
+            gitlab.add_token(token.trim(), "merge-bot", true);
+            for id in args.gitlab_schedule {
+                gitlab.add_schedule(id, true, "merge-bot");
+            }
+            write_url(dir, "gitlab-url", &gitlab.url())?;
+            tracing::info!(gitlab = %gitlab.url(), %project, "GitLab contract server running");
+            Some(gitlab)
+        }
+        _ => None,
+    };
+    let merge_queue = if args.merge_queue {
+        let recorder = WebhookRecorder::serve()?;
+        write_url(dir, "merge-queue-url", &recorder.url())?;
+        tracing::info!(merge_queue = %recorder.url(), "merge-queue webhook receiver running");
+        Some(recorder)
+    } else {
+        None
+    };
+    Ok(Contracts {
+        _gitlab: gitlab,
+        _merge_queue: merge_queue,
+    })
+}
+
+/// Starts the monitoring parts if asked.
+async fn start_monitoring(
+    dir: &Path,
+    args: MonitoringArgs,
+) -> Result<Option<Monitoring>, testenv::Error> {
     let (true, Some(webhook)) = (args.monitoring, args.alertmanager_webhook) else {
         return Ok(None);
     };
-    std::fs::create_dir_all(dir).map_err(|err| io_error("create directory", dir, err))?;
 
     let mut alertmanager_options = AlertmanagerOptions::new(webhook);
     if let Some(path) = &args.alertmanager_token_file {
@@ -222,13 +294,9 @@ async fn start_monitoring(
     let alertmanager = Alertmanager::start(dir.join("alertmanager"), alertmanager_options).await?;
 
     let metrics = MetricsEndpoint::serve()?;
-    let (name, labels) = DEMO_SERIES;
-    metrics.set(name, labels, 0.0);
-    let rules = dir.join("demo-rules.yml");
-    std::fs::write(&rules, DEMO_RULES).map_err(|err| io_error("write", &rules, err))?;
     let mut prometheus_options = PrometheusOptions::default();
     prometheus_options.scrape_targets.push(metrics.address());
-    prometheus_options.rule_files.push(rules);
+    prometheus_options.rule_files.extend(args.rules);
     prometheus_options
         .alertmanagers
         .push(alertmanager.address());
@@ -239,8 +307,7 @@ async fn start_monitoring(
             .into_iter()
             .zip([metrics.url(), prometheus.url(), alertmanager.url()])
     {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("{url}\n")).map_err(|err| io_error("write", &path, err))?;
+        write_url(dir, name, &url)?;
     }
     tracing::info!(
         metrics = %metrics.url(),

@@ -8,6 +8,7 @@
 //! die with the test binary and log into their directory.
 
 mod alertmanager;
+mod gitlab;
 mod http_server;
 mod metrics_endpoint;
 mod prometheus;
@@ -18,6 +19,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 pub use alertmanager::{Alert, Alertmanager, AlertmanagerOptions};
+pub use gitlab::{GitLabContract, Schedule};
 pub use http_server::HttpRequest;
 pub use metrics_endpoint::MetricsEndpoint;
 pub use prometheus::{Prometheus, PrometheusOptions, Sample};
