@@ -91,6 +91,13 @@ struct RunArgs {
     #[arg(long, env = "WEBLAB_WEBHOOK_TOKEN_KEY", default_value = "token")]
     webhook_token_key: String,
 
+    /// Let the kubeconfigs of Rollback waves (tenants' Secrets) run exec
+    /// plugins inside the operator: any command, with the operator's
+    /// ServiceAccount and network. Off by default; files (token, certificate
+    /// and key paths) and proxies stay refused.
+    #[arg(long, env = "WEBLAB_INSECURE_KUBECONFIG_EXEC", default_value_t = false)]
+    insecure_kubeconfig_exec: bool,
+
     /// How long the webhook may take to record a notification on every
     /// matching alarm before it answers 503 (Alertmanager then retries).
     #[arg(long, env = "WEBLAB_WEBHOOK_RECORD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -298,6 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 key: args.webhook_token_key,
             }),
         allow_outbound_url_prefixes: args.allow_outbound_url_prefixes,
+        insecure_kubeconfig_exec: args.insecure_kubeconfig_exec,
         webhook: WebhookOptions {
             record_timeout: args.webhook_record_timeout,
             namespace_label: args.alertmanager_namespace_label,

@@ -54,6 +54,9 @@ pub struct Settings {
     /// URL prefixes through which outbound calls may reach loopback,
     /// link-local and metadata addresses (see [`crate::outbound`]).
     pub allow_outbound_url_prefixes: Vec<String>,
+    /// Whether kubeconfigs in tenants' Secrets may run exec plugins inside
+    /// the operator (`--insecure-kubeconfig-exec`); files stay refused.
+    pub insecure_kubeconfig_exec: bool,
     /// How the webhook records notifications.
     pub webhook: WebhookOptions,
     /// The one namespace the root OFREP mount serves; `None`: the root
@@ -132,6 +135,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         let (_, controller) = rollback::controller(
             ctx.clone(),
             scope,
+            settings.insecure_kubeconfig_exec,
             on_leadership(leader.clone()),
             shutdown.clone(),
         );

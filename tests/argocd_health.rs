@@ -249,6 +249,17 @@ fn rollback_health_in_every_phase() {
             assert!(message.contains("prodEU"), "{message}");
         }
     }
+    // Waiting for a person to fix its kubeconfig Secret: degraded, whatever
+    // the phase.
+    let stalled = object(
+        "Rollback",
+        json!({"observedGeneration": 2, "phase": "Pending", "conditions": [
+            condition("Stalled", "True", "kubeconfig Secret team-a/eu not found"),
+        ]}),
+    );
+    let (status, message) = health("Rollback", &stalled);
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("not found"), "{message}");
 }
 
 #[test]

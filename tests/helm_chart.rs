@@ -103,6 +103,9 @@ async fn what_the_chart_renders_passes_a_server_side_dry_run() {
         vec!["networkPolicy.enabled=true".to_owned()],
         // Watched namespaces: RoleBindings there instead of cluster-wide ones.
         vec![format!("watchNamespaces={{{}}}", team.name())],
+        // Rollback rights in a listed namespace, or everywhere.
+        vec![format!("rbac.rollback.namespaces={{{}}}", team.name())],
+        vec!["rbac.rollback.clusterWide=true".to_owned()],
     ] {
         let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
         let rendered = render(plane, ns.name(), &settings).await;
@@ -272,6 +275,8 @@ async fn bad_values_fail_with_a_message_naming_the_value() {
         ("logFormat=xml", "logFormat"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("watchNamespaces={Team_A}", "watchNamespaces"),
+        ("rbac.rollback.namespaces={Team_A}", "namespaces"),
+        ("rbac.rollback.clusterWide=yes", "clusterWide"),
         ("podDisruptionBudget.minAvailable=half", "minAvailable"),
         ("replicas=3", "replicas"),
         ("serviceMonitor.interval=soon", "interval"),

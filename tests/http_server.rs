@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
-use support::{Operator, apply_yaml, control_plane, describe, eventually, http, kubectl};
+use support::{Operator, apply_yaml, control_plane, describe, eventually, http, tenant_client};
 use testenv::ControlPlane;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -271,61 +271,6 @@ fn banner_dial(name: &str) -> Value {
     })
 }
 
-/// A ServiceAccount whose Role allows the weblab kinds and Secrets in
-/// `namespace` only, and a client holding its token: a tenant.
-async fn tenant(plane: &ControlPlane, namespace: &str) -> kube::Client {
-    apply_yaml(
-        plane,
-        namespace,
-        "apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: tenant
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: tenant
-rules:
-  - apiGroups: [weblab.dev]
-    resources: [weblabdials, mergetrainpauses]
-    verbs: [create, get, list, watch, delete]
-  - apiGroups: ['']
-    resources: [secrets]
-    verbs: [create, get, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: tenant
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: tenant
-subjects:
-  - kind: ServiceAccount
-    name: tenant
-",
-    )
-    .await;
-    let token = kubectl(
-        plane,
-        &[
-            "create",
-            "token",
-            "tenant",
-            "-n",
-            namespace,
-            "--duration=1h",
-        ],
-    )
-    .await;
-    assert!(token.status.success(), "{}", describe(&token));
-    plane
-        .client_with_token(String::from_utf8_lossy(&token.stdout).trim())
-        .await
-        .expect("a tenant client")
-}
 
 async fn create_dial(client: &kube::Client, namespace: &str, dial: Value) {
     let dial: WeblabDial = serde_json::from_value(dial).expect("a valid dial");
@@ -412,7 +357,7 @@ async fn the_root_ofrep_mount_is_off_by_default_and_serves_one_namespace_when_na
         ],
     )
     .await;
-    let intruder = tenant(plane, b).await;
+    let intruder = tenant_client(plane, b).await;
     create_dial(&intruder, b, banner_dial("banner")).await;
     let both = eventually(SETTLE, || async {
         let in_b = format!("/namespaces/{b}/ofrep/v1/evaluate/flags/banner");
@@ -445,8 +390,8 @@ async fn a_namespace_with_a_token_serves_only_its_holders_and_gates_tell_others_
     let namespace = plane.namespace("http-token").await.expect("namespace");
     let open_namespace = plane.namespace("http-open").await.expect("namespace");
     let (ns, open) = (namespace.name(), open_namespace.name());
-    let team = tenant(plane, ns).await;
-    let neighbour = tenant(plane, open).await;
+    let team = tenant_client(plane, ns).await;
+    let neighbour = tenant_client(plane, open).await;
     create_dial(&team, ns, banner_dial("banner")).await;
     create_dial(&neighbour, open, banner_dial("banner")).await;
     let pause: MergeTrainPause = serde_json::from_value(json!({

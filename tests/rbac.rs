@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Namespace, events::v1::Event};
 use kube::{Api, api::ListParams};
 use support::{Operator, apply_yaml, chart_identity, control_plane, describe, eventually, kubectl};
 use weblab_operator::api::{WeblabDial, weblab_dial::DialPhase};
@@ -180,9 +180,10 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
             "get customresourcedefinitions.apiextensions.k8s.io/weblabdials.weblab.dev",
             "",
         ),
-        ("patch deployments.apps", team.name()),
-        ("patch replicasets.apps", team.name()),
-        ("list controllerrevisions.apps", team.name()),
+        // Rollback rights: by default only where the operator runs.
+        ("patch deployments.apps", release),
+        ("patch replicasets.apps", release),
+        ("list controllerrevisions.apps", release),
     ];
     for (what, ns) in allowed {
         assert!(
@@ -207,6 +208,11 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("patch changewindows.weblab.dev", team.name()),
         ("patch rollbacks.weblab.dev", team.name()),
         ("create weblabdials.weblab.dev", team.name()),
+        // With every namespace watched, rollback rights are not granted
+        // everywhere unless rbac.rollback.clusterWide says so.
+        ("patch deployments.apps", team.name()),
+        ("patch replicasets.apps", team.name()),
+        ("list controllerrevisions.apps", team.name()),
         // Workloads are patched back, never created or deleted.
         ("delete deployments.apps", team.name()),
         ("create deployments.apps", team.name()),
@@ -324,4 +330,102 @@ async fn watched_namespaces_confine_every_grant_to_them() {
     )
     .await;
     assert_eq!(String::from_utf8_lossy(&everywhere.stdout).trim(), "no");
+}
+
+/// The Rollback controller's workload rights go where `rbac.rollback`
+/// says: the listed namespaces (with get on those Namespace objects only,
+/// for the authorization annotation), or everywhere with `clusterWide`.
+#[tokio::test]
+async fn rollback_rights_are_granted_per_listed_namespace_unless_cluster_wide() {
+    let plane = control_plane().await;
+    let listed = plane.namespace("rbac-rbk-listed").await.expect("namespace");
+    let other = plane.namespace("rbac-rbk-other").await.expect("namespace");
+    let chart = support::repo_root().join("charts/weblab-operator");
+    for (release, setting) in [
+        (
+            "listed",
+            format!("rbac.rollback.namespaces={{{}}}", listed.name()),
+        ),
+        ("everywhere", "rbac.rollback.clusterWide=true".to_owned()),
+    ] {
+        let home = plane.namespace("rbac-rbk").await.expect("namespace");
+        let rendered = support::helm(
+            plane,
+            &[
+                "template",
+                release,
+                &chart.to_string_lossy(),
+                "--namespace",
+                home.name(),
+                "--show-only",
+                "templates/serviceaccount.yaml",
+                "--show-only",
+                "templates/rbac.yaml",
+                "--set",
+                &setting,
+            ],
+        )
+        .await;
+        assert!(rendered.status.success(), "{}", describe(&rendered));
+        let path = plane.dir().join(format!("{}.yaml", home.name()));
+        std::fs::write(&path, &rendered.stdout).expect("write");
+        let applied = kubectl(plane, &["apply", "-f", &path.to_string_lossy()]).await;
+        assert!(applied.status.success(), "{}", describe(&applied));
+        let user = format!(
+            "--as=system:serviceaccount:{}:{release}-weblab-operator",
+            home.name()
+        );
+        let can = |args: Vec<String>| {
+            let user = user.clone();
+            async move {
+                let mut all = vec!["auth".to_owned(), "can-i".to_owned()];
+                all.extend(args);
+                all.push(user);
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                let output = kubectl(plane, &all).await;
+                String::from_utf8_lossy(&output.stdout).trim() == "yes"
+            }
+        };
+        let in_ns = |what: &str, ns: &str| {
+            let mut args: Vec<String> = what.split_whitespace().map(str::to_owned).collect();
+            args.extend(["-n".to_owned(), ns.to_owned()]);
+            args
+        };
+        // Namespaces are cluster-scoped, which `can-i` does not model for
+        // a RoleBinding: the real GET, with a token of the ServiceAccount.
+        let token = kubectl(
+            plane,
+            &[
+                "create",
+                "token",
+                &format!("{release}-weblab-operator"),
+                "-n",
+                home.name(),
+            ],
+        )
+        .await;
+        assert!(token.status.success(), "{}", describe(&token));
+        let client = plane
+            .client_with_token(String::from_utf8_lossy(&token.stdout).trim())
+            .await
+            .expect("a client with the token");
+        let namespaces: Api<Namespace> = Api::all(client);
+        let everywhere = release == "everywhere";
+        for ns in [listed.name(), other.name()] {
+            let want = everywhere || ns == listed.name();
+            for what in ["patch deployments.apps", "patch replicasets.apps"] {
+                assert_eq!(
+                    can(in_ns(what, ns)).await,
+                    want,
+                    "{release}: {what} in {ns}"
+                );
+            }
+            // A RoleBinding grants get on its own Namespace object only.
+            assert_eq!(
+                namespaces.get_metadata(ns).await.is_ok(),
+                want,
+                "{release}: get namespace {ns}"
+            );
+        }
+    }
 }

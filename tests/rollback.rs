@@ -24,106 +24,18 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{Operator, apply_yaml, describe, eventually, http, kubectl, repo_root};
+use support::{
+    Operator, apply_yaml, describe, eventually, http, kubectl,
+    workloads::{IMAGE, WAIT, authorize_rollbacks, deployment, image, plane, release, rolled_out},
+};
 use testenv::ControlPlane;
-use tokio::sync::OnceCell;
 use weblab_operator::api::{
     Rollback,
     rollback::{RollbackPhase, WavePhase, WorkloadResult},
 };
 
-const WAIT: Duration = Duration::from_secs(120);
 const TOKEN: &str = "alertmanager-to-weblab-rbk";
 const WEBHOOK: &str = "/v1/webhooks/alertmanager";
-const IMAGE: &str = "registry.invalid/weblab/graphql";
-
-/// This binary's control plane with workloads, and the CRDs installed.
-async fn plane() -> &'static ControlPlane {
-    static CRDS: OnceCell<()> = OnceCell::const_new();
-    let plane = testenv::shared_with_workloads()
-        .await
-        .unwrap_or_else(|error| panic!("cannot start the control plane: {error}"));
-    CRDS.get_or_init(|| async {
-        plane
-            .install_crds(repo_root().join("crds"))
-            .await
-            .unwrap_or_else(|error| panic!("cannot install crds/: {error}"));
-    })
-    .await;
-    plane
-}
-
-/// A Deployment of two replicas running `tag`; `unschedulable` gives it a
-/// nodeSelector no fake Node matches, so it never becomes available.
-fn deployment(name: &str, tag: &str, unschedulable: bool) -> String {
-    let selector = if unschedulable {
-        "      nodeSelector:\n        weblab.dev/no-such-node: \"true\"\n"
-    } else {
-        ""
-    };
-    // Later releases add an environment variable: a rollback must remove it,
-    // not merge the old template into the new one.
-    let env = if tag == "v1" {
-        String::new()
-    } else {
-        format!("          env: [{{name: RELEASE, value: \"{tag}\"}}]\n")
-    };
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  labels:
-    app.kubernetes.io/part-of: graphql
-spec:
-  replicas: 2
-  revisionHistoryLimit: 10
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-{selector}      containers:
-        - name: app
-          image: {IMAGE}:{tag}
-{env}"
-    )
-}
-
-/// Waits until the Deployment runs its latest spec everywhere.
-async fn rolled_out(plane: &ControlPlane, namespace: &str, name: &str) {
-    let api: Api<Deployment> = Api::namespaced(plane.client().await.expect("client"), namespace);
-    let done = eventually(WAIT, || async {
-        let Ok(d) = api.get(name).await else {
-            return false;
-        };
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let status = d.status.unwrap_or_default();
-        status.observed_generation >= d.metadata.generation
-            && status.updated_replicas == Some(want)
-            && status.available_replicas == Some(want)
-            && status.replicas == Some(want)
-    })
-    .await;
-    assert!(done, "deployment {namespace}/{name} never rolled out");
-}
-
-/// Applies `tag` and waits for its rollout.
-async fn release(plane: &ControlPlane, namespace: &str, name: &str, tag: &str) {
-    apply_yaml(plane, namespace, &deployment(name, tag, false)).await;
-    rolled_out(plane, namespace, name).await;
-}
-
-/// The image the Deployment's pod template runs now.
-async fn image(plane: &ControlPlane, namespace: &str, name: &str) -> String {
-    let api: Api<Deployment> = Api::namespaced(plane.client().await.expect("client"), namespace);
-    api.get(name)
-        .await
-        .ok()
-        .and_then(|d| d.spec?.template.spec?.containers.first()?.image.clone())
-        .unwrap_or_default()
-}
 
 /// The Deployment's ReplicaSets by image tag: (revision, annotations).
 async fn replica_sets(
@@ -482,6 +394,10 @@ async fn four_regions_roll_back_in_order_and_a_failing_region_stops_the_rest() {
         }
         release(plane, namespace.name(), "graphql-api", "v2").await;
     }
+    // Each region's namespace lets the home namespace's Rollbacks in.
+    for namespace in &namespaces {
+        authorize_rollbacks(plane, namespace.name(), &format!("{}/*", home.name())).await;
+    }
     let operator = Operator::start(plane, &["--namespace", home.name()]).await;
     let waves: String = regions
         .iter()
@@ -661,6 +577,7 @@ async fn a_pruned_revision_is_refused_before_anything_changes() {
         pruned,
         "the controller-manager never pruned old ReplicaSets"
     );
+    authorize_rollbacks(plane, second.name(), &format!("{}/to-v1", first.name())).await;
     let operator = Operator::start(plane, &["--namespace", first.name()]).await;
     apply_yaml(
         plane,

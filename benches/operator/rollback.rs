@@ -15,7 +15,7 @@
 use std::{collections::BTreeMap, process::Stdio, time::Duration};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Namespace};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use weblab_operator::api::{
     Rollback,
-    rollback::{RollbackPhase, WavePhase},
+    rollback::{AUTHORIZED_ROLLBACKS, RollbackPhase, WavePhase},
 };
 
 use super::{BenchResult, wait_until};
@@ -177,6 +177,15 @@ pub async fn rollback_waves() -> BenchResult<()> {
         guards.push(plane.namespace(region).await?);
     }
     let namespaces: Vec<String> = guards.iter().map(|g| g.name().to_owned()).collect();
+    // Each region lets the home namespace's Rollbacks in.
+    let authorization = json!({"metadata": {"annotations": {
+        AUTHORIZED_ROLLBACKS: format!("{}/*", home.name())
+    }}});
+    for ns in &namespaces {
+        Api::<Namespace>::all(client.clone())
+            .patch(ns, &PatchParams::default(), &Patch::Merge(&authorization))
+            .await?;
+    }
     // A plain release of one region, applied directly, is the floor a
     // region's rollback cannot beat on this cluster.
     let mut plain = Duration::ZERO;

@@ -11,6 +11,13 @@ use super::{
     merge_train_pause::MergeTrainRef,
 };
 
+/// On a Namespace: the Rollbacks of other namespaces allowed to act in it,
+/// as a comma-separated list of `namespace/name` (`namespace/*`: every
+/// Rollback of that namespace). A Rollback acts in its own namespace
+/// without it; a wave with a kubeconfig is governed by that kubeconfig's
+/// credentials instead.
+pub const AUTHORIZED_ROLLBACKS: &str = "weblab.dev/authorized-rollbacks";
+
 /// Workloads returned to an earlier revision, region by region, each region
 /// verified by alarms before the next; run at once or armed to fire on alarms.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -127,13 +134,17 @@ pub struct Wave {
         regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     )]
     pub region: String,
-    /// The namespace the workloads live in there.
+    /// The namespace the workloads live in there. In this cluster, a
+    /// namespace other than the Rollback's must authorize it with the
+    /// `weblab.dev/authorized-rollbacks` annotation.
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub namespace: String,
-    /// A kubeconfig for another cluster; absent: this cluster.
+    /// A kubeconfig for another cluster; absent: this cluster. Inline
+    /// credentials only: a kubeconfig with `exec`, `auth-provider`,
+    /// `tokenFile`, a certificate or key file, or `proxy-url` is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_secret_ref: Option<SecretKeyRef>,
 }
@@ -273,7 +284,8 @@ pub enum RollbackPhase {
     Succeeded,
     /// A region failed; later regions were not touched.
     Failed,
-    /// Refused before anything changed (e.g. no deployable target revision).
+    /// Refused before anything changed (e.g. no deployable target revision,
+    /// or a target namespace that does not authorize the rollback).
     Refused,
 }
 

@@ -11,6 +11,8 @@ use std::{
 use testenv::ControlPlane;
 use tokio::sync::OnceCell;
 
+pub mod workloads;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -502,7 +504,7 @@ rules:
     verbs: [get, list, watch, create, update, patch, delete]
   - apiGroups: ['']
     resources: [secrets]
-    verbs: [get, create, update, delete]
+    verbs: [get, list, create, update, patch, delete]
   - apiGroups: ['', events.k8s.io]
     resources: [events]
     verbs: [get, list, watch]

@@ -60,6 +60,18 @@ token lives next to the operator). One per line.
 {{- end }}
 {{- end }}
 
+{{/*
+Namespaces in which the Rollback controller may read and patch workloads:
+the ones listed, else the watched namespaces, else the release namespace.
+One per line.
+*/}}
+{{- define "weblab-operator.rollbackNamespaces" -}}
+{{- $listed := .Values.rbac.rollback.namespaces | default .Values.watchNamespaces | default (list .Release.Namespace) }}
+{{- range (uniq $listed) }}
+{{ . }}
+{{- end }}
+{{- end }}
+
 {{/* Refuses settings that would break the operator at run time. */}}
 {{- define "weblab-operator.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}

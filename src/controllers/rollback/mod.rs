@@ -4,6 +4,7 @@
 //! records stable revisions, and writes the status and events. Alarm state
 //! changes reach the rollbacks that attach them through the watch, at once.
 
+pub mod access;
 pub mod clusters;
 pub mod plan;
 pub mod workloads;
@@ -13,7 +14,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -29,7 +30,7 @@ use crate::{
         Alarm, MergeTrainPause, Rollback,
         alarm::AlarmState,
         common::AlarmSelection,
-        rollback::{RollbackPhase, TriggerType},
+        rollback::{RollbackPhase, TriggerType, Wave},
     },
     controllers::{Context, Note, error_policy, merge_train_pause, reflected, weblab_dial::scoped},
 };
@@ -82,20 +83,36 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         .map(String::as_str)
         .filter(|text| status.last_action.as_deref() != Some(*text));
 
+    // Every region's access is decided once per reconciliation, before
+    // anything of it is read; restores and marks use only these clients.
     let wanted = plan::regions_to_read(spec, &status);
     let reads = spec
         .waves
         .iter()
         .filter(|wave| wanted.contains(&wave.region.as_str()))
         .map(|wave| async {
-            let view = match cx.clusters.client(&ctx.client, &namespace, wave).await {
-                Ok(client) => workloads::read_region(&client, &wave.namespace, &spec.targets).await,
-                Err(why) => RegionView::Unreachable(why),
+            let client = region_client(&cx, &rollback, wave).await;
+            let view = match &client {
+                Ok(client) => workloads::read_region(client, &wave.namespace, &spec.targets).await,
+                Err(refused) => refused.clone(),
             };
-            (wave.region.clone(), view)
+            (wave.region.clone(), (client.ok(), view))
         });
-    let regions: BTreeMap<String, RegionView> =
-        futures::future::join_all(reads).await.into_iter().collect();
+    let (clients, regions): (
+        BTreeMap<String, Option<Client>>,
+        BTreeMap<String, RegionView>,
+    ) = futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .map(|(region, (client, view))| ((region.clone(), client), (region, view)))
+        .unzip();
+    let client_of = |wave: &Wave| {
+        clients
+            .get(&wave.region)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| format!("region {} may not be acted on now", wave.region))
+    };
 
     let now = Timestamp::now();
     let decision = plan::decide(&World {
@@ -121,14 +138,10 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                 region: restore.region.clone(),
                 why: "not in spec.waves any more".to_owned(),
             })?;
-        let client = cx
-            .clusters
-            .client(&ctx.client, &namespace, wave)
-            .await
-            .map_err(|why| Error::Region {
-                region: wave.region.clone(),
-                why,
-            })?;
+        let client = client_of(wave).map_err(|why| Error::Region {
+            region: wave.region.clone(),
+            why,
+        })?;
         workloads::restore(
             &client,
             &wave.namespace,
@@ -162,7 +175,7 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         let Some(wave) = spec.waves.iter().find(|w| w.region == mark.region) else {
             continue;
         };
-        let marked = match cx.clusters.client(&ctx.client, &namespace, wave).await {
+        let marked = match client_of(wave) {
             Ok(client) => workloads::mark(
                 &client,
                 &wave.namespace,
@@ -221,6 +234,47 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         None if settled => Action::await_change(),
         None => Action::requeue(plan::RESYNC),
     })
+}
+
+/// The client through which the rollback may act in `wave`'s region, or
+/// the view that says why it may not. Another namespace of this cluster
+/// must authorize the rollback (see [`access`]); another cluster is reached
+/// with the inline credentials of the rollback's own kubeconfig Secret.
+async fn region_client(
+    cx: &RollbackContext,
+    rollback: &Rollback,
+    wave: &Wave,
+) -> Result<Client, RegionView> {
+    let own = &cx.ctx.client;
+    let namespace = rollback.namespace().unwrap_or_default();
+    if let Some(reference) = &wave.kubeconfig_secret_ref {
+        return cx
+            .clusters
+            .client(own, &namespace, reference)
+            .await
+            .map_err(|error| match error.reason() {
+                Some(reason) => RegionView::Misconfigured {
+                    reason,
+                    message: error.to_string(),
+                },
+                None => RegionView::Unreachable(error.to_string()),
+            });
+    }
+    if wave.namespace == namespace {
+        return Ok(own.clone());
+    }
+    let name = rollback.name_any();
+    match access::check(own, &namespace, &name, &wave.namespace).await {
+        Ok(None) => Ok(own.clone()),
+        Ok(Some(why)) => {
+            tracing::info!(target_namespace = %wave.namespace, region = %wave.region, "refused: the namespace does not authorize this Rollback");
+            Err(RegionView::NotAuthorized(why))
+        }
+        Err(error) => Err(RegionView::Unreachable(format!(
+            "cannot tell whether namespace {} authorizes this Rollback: {error}",
+            wave.namespace
+        ))),
+    }
 }
 
 /// The attached alarms that exist; names not found (and selectors that do
@@ -289,9 +343,13 @@ fn rollbacks_attaching(rollbacks: &Store<Rollback>, alarm: &Alarm) -> Vec<Object
 
 /// Builds the controller for one scope (a namespace, or all): returns the
 /// rollback cache and the future that runs the controller until `shutdown`.
+///
+/// `allow_kubeconfig_exec` (`--insecure-kubeconfig-exec`) lets the
+/// kubeconfigs of other clusters run exec plugins.
 pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    allow_kubeconfig_exec: bool,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     shutdown: CancellationToken,
 ) -> (Store<Rollback>, BoxFuture<'static, ()>) {
@@ -308,7 +366,7 @@ pub fn controller(
     let cx = Arc::new(RollbackContext {
         ctx,
         alarms,
-        clusters: Clusters::default(),
+        clusters: Clusters::new(allow_kubeconfig_exec),
         pauses,
     });
     let run = controller

@@ -35,6 +35,11 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// revisions, re-applied templates).
 pub const RESYNC: Duration = Duration::from_secs(30);
 
+/// The reason of a refusal for want of a target namespace's authorization.
+pub const NOT_AUTHORIZED: &str = "NotAuthorized";
+/// The reason of every other refusal.
+const REFUSED: &str = "Refused";
+
 /// The annotation through which people ask for manual actions on a
 /// rollback: `rearm` followed by anything that makes the request distinct
 /// (`rearm 2026-11-22 by alice`). Each distinct value is handled once.
@@ -112,6 +117,17 @@ pub enum RegionView {
     },
     /// The region could not be read, and why.
     Unreachable(String),
+    /// The region cannot be reached as configured, and a person must fix it
+    /// (a kubeconfig Secret missing, invalid or refused).
+    Misconfigured {
+        /// The condition and event reason, e.g. `KubeconfigNotFound`.
+        reason: &'static str,
+        /// What is wrong, in words.
+        message: String,
+    },
+    /// A namespace of this cluster that does not authorize this rollback:
+    /// nothing of it was read, and nothing of it may be changed.
+    NotAuthorized(String),
 }
 
 /// An attached alarm's state, as the rollback sees it.
@@ -336,6 +352,7 @@ pub fn decide(world: &World) -> Decision {
             requeue_after: None,
         },
         waiting: None,
+        refused_because: None,
     };
     planner.run();
     planner.finish()
@@ -348,12 +365,23 @@ struct Planner<'a> {
     decision: Decision,
     /// Why the rollback cannot go on right now, for the conditions.
     waiting: Option<String>,
+    /// The reason of a refusal decided now.
+    refused_because: Option<&'static str>,
 }
 
 impl Planner<'_> {
     fn run(&mut self) {
         if let Some(request) = self.world.request {
             self.handle_request(request);
+        }
+        // Before anything starts or is armed, every namespace must let the
+        // rollback in; once it runs, a wave finds out for itself.
+        if matches!(
+            self.status.phase,
+            None | Some(RollbackPhase::Pending | RollbackPhase::Armed)
+        ) && self.refuse_unauthorized()
+        {
+            return;
         }
         match self.status.phase {
             None | Some(RollbackPhase::Pending) => match self.world.spec.trigger.type_ {
@@ -382,6 +410,38 @@ impl Planner<'_> {
 
     fn note(&mut self, note: Note) {
         self.decision.notes.push(note);
+    }
+
+    /// Refuses the rollback when a region's namespace does not authorize
+    /// it; whether it did.
+    fn refuse_unauthorized(&mut self) -> bool {
+        let refusals: Vec<String> = self
+            .world
+            .spec
+            .waves
+            .iter()
+            .filter_map(|wave| match self.world.regions.get(&wave.region) {
+                Some(RegionView::NotAuthorized(why)) => {
+                    Some(format!("region {}: {why}", wave.region))
+                }
+                _ => None,
+            })
+            .collect();
+        if refusals.is_empty() {
+            return false;
+        }
+        self.refuse(NOT_AUTHORIZED, &refusals);
+        true
+    }
+
+    fn refuse(&mut self, reason: &'static str, refusals: &[String]) {
+        let message = format!("refused, nothing was changed: {}", refusals.join("; "));
+        self.status.phase = Some(RollbackPhase::Refused);
+        self.status.finished_at = Some(self.now.clone());
+        self.note(Note::warning(reason, message.clone()));
+        self.waiting = Some(message);
+        self.refused_because = Some(reason);
+        self.decision.finished = Some("refused");
     }
 
     fn requeue(&mut self, after: Duration) {
@@ -554,7 +614,11 @@ impl Planner<'_> {
                         }
                     }
                 }
-                Some(RegionView::Unreachable(why)) => {
+                Some(
+                    RegionView::Unreachable(why)
+                    | RegionView::Misconfigured { message: why, .. }
+                    | RegionView::NotAuthorized(why),
+                ) => {
                     self.waiting = Some(format!("cannot read region {}: {why}", wave.region));
                     self.requeue(RESYNC.min(Duration::from_secs(5)));
                     return;
@@ -567,12 +631,7 @@ impl Planner<'_> {
             }
         }
         if !refusals.is_empty() {
-            let message = format!("refused, nothing was changed: {}", refusals.join("; "));
-            self.status.phase = Some(RollbackPhase::Refused);
-            self.status.finished_at = Some(self.now.clone());
-            self.note(Note::warning("Refused", message.clone()));
-            self.waiting = Some(message);
-            self.decision.finished = Some("refused");
+            self.refuse(REFUSED, &refusals);
             return;
         }
         self.status.phase = Some(RollbackPhase::Progressing);
@@ -690,7 +749,12 @@ impl Planner<'_> {
                 return;
             }
             Some(RegionView::Read { workloads, .. }) => workloads,
-            Some(RegionView::Unreachable(why)) => {
+            Some(RegionView::NotAuthorized(why)) => {
+                wave.started_at = Some(self.now.clone());
+                self.fail_wave(wave, why.clone());
+                return;
+            }
+            Some(RegionView::Unreachable(why) | RegionView::Misconfigured { message: why, .. }) => {
                 self.waiting = Some(format!("cannot read region {}: {why}", wave.region));
                 self.requeue(Duration::from_secs(5));
                 return;
@@ -782,7 +846,12 @@ impl Planner<'_> {
         let late = elapsed(started, self.world.now) >= deadline;
         let view = match self.world.regions.get(&region) {
             Some(RegionView::Read { workloads, .. }) => Some(workloads),
-            Some(RegionView::Unreachable(why)) => {
+            // Revoked while the wave runs: nothing more of it is read.
+            Some(RegionView::NotAuthorized(why)) => {
+                self.fail_wave(wave, why.clone());
+                return;
+            }
+            Some(RegionView::Unreachable(why) | RegionView::Misconfigured { message: why, .. }) => {
                 if late {
                     self.fail_wave(
                         wave,
@@ -1026,21 +1095,26 @@ impl Planner<'_> {
                     w.message.clone().unwrap_or_default()
                 )
             });
-        let (ready, reason, message) = match phase {
-            Some(RollbackPhase::Succeeded) => (
+        let stall = self.misconfiguration();
+        let (ready, reason, message) = match (&stall, phase) {
+            // A reference a person must fix outweighs what the phase says.
+            (Some((reason, message)), _) => (false, *reason, message.clone()),
+            (None, Some(RollbackPhase::Succeeded)) => (
                 true,
                 "Succeeded",
                 "every region rolled back and verified".to_owned(),
             ),
-            Some(RollbackPhase::Armed) => (
+            (None, Some(RollbackPhase::Armed)) => (
                 true,
                 "Armed",
                 "armed; fires when an attached alarm enters ALARM".to_owned(),
             ),
-            Some(RollbackPhase::Failed) => (false, "WaveFailed", failure.unwrap_or_default()),
-            Some(RollbackPhase::Refused) => (
+            (None, Some(RollbackPhase::Failed)) => {
+                (false, "WaveFailed", failure.unwrap_or_default())
+            }
+            (None, Some(RollbackPhase::Refused)) => (
                 false,
-                "Refused",
+                self.refusal_reason(),
                 self.waiting
                     .clone()
                     .or_else(|| {
@@ -1049,7 +1123,7 @@ impl Planner<'_> {
                     })
                     .unwrap_or_default(),
             ),
-            _ => (
+            (None, _) => (
                 false,
                 "Progressing",
                 self.waiting.clone().unwrap_or_else(|| {
@@ -1060,11 +1134,13 @@ impl Planner<'_> {
                 }),
             ),
         };
-        let finished_badly = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused));
-        let reconciling = matches!(
-            phase,
-            Some(RollbackPhase::Progressing | RollbackPhase::Pending) | None
-        );
+        let finished_badly = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused))
+            || stall.is_some();
+        let reconciling = stall.is_none()
+            && matches!(
+                phase,
+                Some(RollbackPhase::Progressing | RollbackPhase::Pending) | None
+            );
         let mut wanted = vec![
             DesiredCondition::new(READY, ready, reason, message.clone()),
             DesiredCondition::new(
@@ -1117,7 +1193,51 @@ impl Planner<'_> {
         wanted
     }
 
+    /// The regions a person must fix before the rollback can go on (not
+    /// once it has ended): the first one's reason, and every one in words.
+    fn misconfiguration(&self) -> Option<(&'static str, String)> {
+        if matches!(
+            self.status.phase,
+            Some(RollbackPhase::Succeeded | RollbackPhase::Failed | RollbackPhase::Refused)
+        ) {
+            return None;
+        }
+        let mut first = None;
+        let mut problems = Vec::new();
+        for wave in &self.world.spec.waves {
+            if let Some(RegionView::Misconfigured { reason, message }) =
+                self.world.regions.get(&wave.region)
+            {
+                first.get_or_insert(*reason);
+                problems.push(format!("region {}: {message}", wave.region));
+            }
+        }
+        first.map(|reason| (reason, problems.join("; ")))
+    }
+
+    /// The reason of a refusal: decided now, or kept from the condition
+    /// written when it was.
+    fn refusal_reason(&self) -> &'static str {
+        self.refused_because.unwrap_or_else(|| {
+            let before = conditions::find(&self.world.status.conditions, conditions::READY);
+            if before.is_some_and(|c| c.reason == NOT_AUTHORIZED) {
+                NOT_AUTHORIZED
+            } else {
+                REFUSED
+            }
+        })
+    }
+
     fn finish(mut self) -> Decision {
+        // A misconfiguration is reported once per distinct problem, as the
+        // Stalled condition's message tells what was reported last.
+        if let Some((reason, message)) = self.misconfiguration() {
+            let reported = conditions::find(&self.world.status.conditions, conditions::STALLED)
+                .is_some_and(|c| c.status == "True" && c.message == message);
+            if !reported {
+                self.note(Note::warning(reason, message));
+            }
+        }
         let wanted = self.conditions();
         let observed = Some(self.world.generation);
         self.status.conditions =

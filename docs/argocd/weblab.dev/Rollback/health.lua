@@ -36,7 +36,13 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
 end
 
 local phase = status.phase
-if phase == "Succeeded" then
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  -- Failed, Refused, or waiting for a person to fix a reference (a missing
+  -- or refused kubeconfig Secret) whatever the phase.
+  hs.status = "Degraded"
+  hs.message = message(stalled, phase)
+elseif phase == "Succeeded" then
   hs.status = "Healthy"
   hs.message = message(condition("Ready"), "Every region rolled back and verified")
 elseif phase == "Armed" then

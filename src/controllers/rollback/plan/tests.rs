@@ -645,3 +645,95 @@ fn stateful_sets_get_their_rollout_time_recorded_first() {
     assert_eq!(second.marks.len(), 1);
     assert_eq!(second.marks[0].mark, Mark::Stable);
 }
+
+fn condition<'a>(status: &'a RollbackStatus, type_: &str) -> (&'a str, &'a str) {
+    conditions::find(&status.conditions, type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_namespace_that_does_not_authorize_the_rollback_refuses_it_before_anything() {
+    for spec in [four_regions(1), armed_spec()] {
+        let mut case = Case::new(spec, read(vec![graphql("3.242.1")]));
+        let region = case.spec.waves[0].region.clone();
+        case.set_region(
+            &region,
+            RegionView::NotAuthorized("namespace na does not authorize".to_owned()),
+        );
+        let decision = case.step();
+        assert_eq!(case.status.phase, Some(RollbackPhase::Refused));
+        assert_eq!(reasons(&decision), vec![NOT_AUTHORIZED]);
+        assert!(decision.restores.is_empty() && decision.marks.is_empty());
+        assert!(case.status.waves.is_empty() && case.status.armed_at.is_none());
+        assert_eq!(condition(&case.status, "Ready"), ("False", NOT_AUTHORIZED));
+        assert_eq!(condition(&case.status, "Stalled"), ("True", NOT_AUTHORIZED));
+        // The reason stays, and nothing more happens.
+        let again = case.step();
+        assert!(again.notes.is_empty() && again.status == case.status);
+    }
+}
+
+#[test]
+fn an_authorization_revoked_mid_rollback_fails_the_next_wave_untouched() {
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    case.step();
+    case.step();
+    case.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    case.later(5);
+    case.step();
+    assert_eq!(case.wave("prodNA").phase, WavePhase::Baking);
+    // Revoked during the first region's bake: the second never starts.
+    case.set_region(
+        "prodFE",
+        RegionView::NotAuthorized("namespace fe does not authorize".to_owned()),
+    );
+    case.later(15 * 60);
+    let decision = case.step();
+    assert_eq!(case.wave("prodNA").phase, WavePhase::Succeeded);
+    assert!(decision.restores.is_empty());
+    assert_eq!(case.status.phase, Some(RollbackPhase::Failed));
+    let failed = case.wave("prodFE");
+    assert_eq!(failed.phase, WavePhase::Failed);
+    assert!(failed.workloads.is_empty());
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("does not authorize"))
+    );
+    assert_eq!(case.wave("prodEU").phase, WavePhase::Pending);
+}
+
+#[test]
+fn a_missing_kubeconfig_stalls_with_one_warning_until_it_is_fixed() {
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    case.set_region(
+        "prodEU",
+        RegionView::Misconfigured {
+            reason: "KubeconfigNotFound",
+            message: "kubeconfig Secret team/eu not found".to_owned(),
+        },
+    );
+    let first = case.step();
+    assert_eq!(case.status.phase, Some(RollbackPhase::Pending));
+    assert_eq!(reasons(&first), vec!["KubeconfigNotFound"]);
+    assert_eq!(
+        condition(&case.status, "Stalled"),
+        ("True", "KubeconfigNotFound")
+    );
+    assert_eq!(
+        condition(&case.status, "Ready"),
+        ("False", "KubeconfigNotFound")
+    );
+    assert_eq!(condition(&case.status, "Reconciling").0, "False");
+    assert!(first.requeue_after.is_some());
+    // Still missing: no second warning.
+    case.later(5);
+    assert!(case.step().notes.is_empty());
+    // Fixed: it starts.
+    case.set_region("prodEU", read(vec![graphql("3.242.1")]));
+    case.step();
+    assert_eq!(case.status.phase, Some(RollbackPhase::Progressing));
+    assert_eq!(condition(&case.status, "Stalled").0, "False");
+}
