@@ -23,7 +23,9 @@ use super::common::{AlarmSelection, Duration, SecretKeyRef};
     doc = "Holds a merge train closed through its provider until an expiry or a resume condition.",
     printcolumn(name = "Train", type_ = "string", json_path = ".spec.train"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // An absolute time: kubectl renders a `date` column only as an age, so
+    // a future expiry read `<invalid>` and a past one like a time left.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Ticket",
         type_ = "string",
