@@ -680,3 +680,47 @@ fn wave_times_keep_sub_seconds_through_the_api_and_a_bake_never_ends_early() {
     case.step();
     assert_eq!(case.wave("prodNA").phase, WavePhase::Succeeded);
 }
+
+#[test]
+fn composed_rollback_messages_repeat_no_word() {
+    use crate::controllers::doubled_word;
+    let mut decisions = Vec::new();
+    // Sequential waves: a success, then a region that never rolls out.
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    decisions.push(case.step());
+    decisions.push(case.step());
+    case.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    decisions.push(case.step());
+    case.later(900);
+    decisions.push(case.step());
+    decisions.push(case.step());
+    let mut stuck = graphql("3.240.0");
+    stuck.rollout = Rollout::InProgress("0 of 2 replicas available".to_owned());
+    case.set_region("prodFE", read(vec![stuck]));
+    case.later(601);
+    decisions.push(case.step());
+    // An armed rollback fired by an alarm, failed by it during the bake.
+    let mut armed = Case::new(armed_spec(), read(vec![graphql("3.242.1")]));
+    decisions.push(armed.step());
+    armed.alarms = vec![alarm(AlarmState::Alarm, Severity::Sev2, t(0))];
+    decisions.push(armed.step());
+    decisions.push(armed.step());
+    armed.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    decisions.push(armed.step());
+    armed.later(120);
+    decisions.push(armed.step());
+    let messages = decisions.iter().flat_map(|d| {
+        d.notes
+            .iter()
+            .map(|n| n.message.clone())
+            .chain(d.status.conditions.iter().map(|c| c.message.clone()))
+            .chain(d.status.waves.iter().filter_map(|w| w.message.clone()))
+            .collect::<Vec<_>>()
+    });
+    let mut seen = 0;
+    for message in messages {
+        seen += 1;
+        assert_eq!(doubled_word(&message), None, "{message}");
+    }
+    assert!(seen > 10, "only {seen} messages composed");
+}
