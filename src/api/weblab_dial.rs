@@ -455,8 +455,8 @@ pub struct AttachedAlarm {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackRecord {
-    /// When.
-    pub at: Time,
+    /// When (to the microsecond: alarm-to-rollback latency is read from it).
+    pub at: MicroTime,
     /// The alarm that rolled the dial back (the first to fire); empty for
     /// an abort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,8 +501,8 @@ pub enum ChangeReason {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationChange {
-    /// When.
-    pub at: Time,
+    /// When (to the microsecond: the time between steps is read from it).
+    pub at: MicroTime,
     /// The realm.
     pub realm: String,
     /// The allocation before; absent for the first.

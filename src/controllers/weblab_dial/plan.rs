@@ -21,7 +21,7 @@ use crate::{
     api::{
         alarm::AlarmState,
         change_window::ChangeWindowStatus,
-        common::{Allocation, Severity, micro_time},
+        common::{Allocation, MicroTime, Severity, micro_time},
         conditions::{self, ConditionStatus, DesiredCondition},
         weblab_dial::{
             AllocationChange, AttachedAlarm, BucketRange, ChangeReason, DialPhase, HISTORY_LIMIT,
@@ -253,7 +253,9 @@ struct Draft<'w, 'a> {
     notes: Vec<Note>,
     requeue_after: Duration,
     rollback: Allocation,
-    now: Time,
+    /// Status times keep microseconds: bakes and latencies are read from
+    /// them.
+    now: MicroTime,
 }
 
 impl<'w, 'a> Draft<'w, 'a> {
@@ -269,7 +271,7 @@ impl<'w, 'a> Draft<'w, 'a> {
             notes: Vec::new(),
             requeue_after: RESYNC,
             rollback: world.spec.rollback_allocation(),
-            now: Time(world.now),
+            now: micro_time(world.now),
         }
     }
 
@@ -331,7 +333,7 @@ impl<'w, 'a> Draft<'w, 'a> {
         // reported) exactly once, in the same write as its effect.
         self.status.last_action = Some(HandledAction {
             request: text.to_owned(),
-            at: self.now.clone(),
+            at: Time(self.now.0),
         });
         let action = match text.parse::<ManualAction>() {
             Ok(action) => action,
@@ -666,7 +668,7 @@ impl<'w, 'a> Draft<'w, 'a> {
                 ));
                 // Both kept to the microsecond, rounded up: a bake read
                 // back from status never ends early.
-                let started_at = micro_time(self.world.now);
+                let started_at = self.now.clone();
                 let bake_until = stage
                     .bake
                     .and_then(|bake| started_at.0.checked_add(bake).ok())
@@ -870,7 +872,7 @@ impl<'w, 'a> Draft<'w, 'a> {
             &self.world.status.conditions,
             &desired,
             Some(self.world.generation),
-            &self.now,
+            &Time(self.now.0),
         );
         Decision {
             status: self.status,

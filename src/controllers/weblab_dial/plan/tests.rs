@@ -583,7 +583,7 @@ fn the_rollback_record_names_the_alarm_that_rolled_back_and_lists_the_others() {
     assert_eq!(record.alarm.as_deref(), Some("na-errors"));
     assert_eq!(record.other_alarms, vec!["latency".to_owned()]);
     assert_eq!(record.realms, vec!["NA", "EU", "FE"]);
-    assert_eq!(record.at, Time(at(10)));
+    assert_eq!(record.at, MicroTime(at(10)));
     assert_eq!(reasons(&later), vec!["RolledBack"]);
     assert!(
         later.notes[0].message.contains("latency")
