@@ -8,7 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use kube::Api;
+use k8s_openapi::api::core::v1::Event;
+use kube::{Api, api::ListParams};
 use support::{apply_yaml, control_plane, eventually, kubectl, operator_for_new_namespace};
 use testenv::{GitLabContract, monitoring::Schedule};
 use weblab_operator::{
@@ -77,6 +78,16 @@ impl Server {
 
     fn log(&self) -> Vec<String> {
         self.contract.log()
+    }
+
+    /// Revokes `token` (GitLab answers 401 to it) or grants it again to
+    /// the Maintainer `merge-bot`.
+    fn set_token(&self, token: &str, valid: bool) {
+        if valid {
+            self.contract.add_token(token, "merge-bot", true);
+        } else {
+            self.contract.remove_token(token);
+        }
     }
 }
 
@@ -248,23 +259,16 @@ async fn contract_5xx_a_failing_gitlab_is_reported_and_nothing_is_assumed() {
     assert!(server.schedule().active, "nothing changed");
 }
 
-#[tokio::test]
-async fn contract_a_pause_through_the_operator_restores_the_schedule_once_deleted() {
-    let server = Server::start(true, "alice").await;
-    let plane = control_plane().await;
-    let (ns, operator) = operator_for_new_namespace(plane, "mtp-gitlab").await;
-    let ns = ns.name().to_owned();
-    let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
-    apply_yaml(
-        plane,
-        &ns,
-        &format!(
-            "apiVersion: v1
+/// A Secret holding `token` and a GitLab pause `sev2-freeze` of the
+/// contract server's schedule that reads it.
+fn gitlab_pause_yaml(server: &Server, token: &str) -> String {
+    format!(
+        "apiVersion: v1
 kind: Secret
 metadata:
   name: gitlab-token
 stringData:
-  token: bot-token
+  token: {token}
 ---
 apiVersion: weblab.dev/v1alpha1
 kind: MergeTrainPause
@@ -282,10 +286,18 @@ spec:
       pipelineScheduleId: {SCHEDULE}
       tokenSecretRef: {{name: gitlab-token, key: token}}
 ",
-            server.url
-        ),
+        server.url
     )
-    .await;
+}
+
+#[tokio::test]
+async fn contract_a_pause_through_the_operator_restores_the_schedule_once_deleted() {
+    let server = Server::start(true, "alice").await;
+    let plane = control_plane().await;
+    let (ns, operator) = operator_for_new_namespace(plane, "mtp-gitlab").await;
+    let ns = ns.name().to_owned();
+    let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
+    apply_yaml(plane, &ns, &gitlab_pause_yaml(&server, "bot-token")).await;
     let paused = eventually(Duration::from_secs(60), || async {
         api.get("sev2-freeze")
             .await
@@ -331,4 +343,165 @@ spec:
         "pause (refused), pause, resume: {:?}",
         server.log()
     );
+}
+
+/// The Events about `name` with `reason`: their count and latest message.
+async fn events(
+    plane: &testenv::ControlPlane,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> (usize, Option<String>) {
+    let api: Api<Event> = Api::namespaced(plane.client().await.expect("client"), namespace);
+    let events = api.list(&ListParams::default()).await.expect("events");
+    let matching: Vec<&Event> = events
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect();
+    let count = matching
+        .iter()
+        .map(|e| usize::try_from(e.count.unwrap_or(1)).unwrap_or(1))
+        .sum();
+    (count, matching.last().and_then(|e| e.message.clone()))
+}
+
+#[tokio::test]
+async fn contract_401_a_pause_that_never_paused_is_deleted_at_once() {
+    let server = Server::start(true, "merge-bot").await;
+    let plane = control_plane().await;
+    let (ns, operator) = operator_for_new_namespace(plane, "mtp-401").await;
+    let ns = ns.name().to_owned();
+    let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
+    apply_yaml(plane, &ns, &gitlab_pause_yaml(&server, "wrong-token")).await;
+    let refused = eventually(Duration::from_secs(60), || async {
+        api.get("sev2-freeze")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.failures > 0)
+    })
+    .await;
+    assert!(refused, "log:\n{}", operator.logs());
+    let status = api
+        .get("sev2-freeze")
+        .await
+        .expect("exists")
+        .status
+        .expect("status");
+    assert_eq!(status.prepared_at, None, "nothing was recorded: {status:?}");
+
+    // Nothing to undo: the finalizer goes without another call to GitLab.
+    let output = kubectl(
+        plane,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "mergetrainpause/sev2-freeze",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}\nlog:\n{}",
+        support::describe(&output),
+        operator.logs()
+    );
+    assert!(server.schedule().active, "never changed");
+    assert!(
+        server.log().iter().all(|line| line.starts_with("GET")),
+        "only reads: {:?}",
+        server.log()
+    );
+    // The decision is in the log too, without colour codes in a file.
+    let log = operator.logs();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(" WARN ") && line.contains("reason=\"ProviderFailed\"")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "escape codes in the log file");
+}
+
+#[tokio::test]
+async fn contract_401_a_paused_train_that_cannot_resume_says_why_the_deletion_waits() {
+    let server = Server::start(true, "merge-bot").await;
+    let plane = control_plane().await;
+    let (ns, operator) = operator_for_new_namespace(plane, "mtp-401-resume").await;
+    let ns = ns.name().to_owned();
+    let api: Api<MergeTrainPause> = Api::namespaced(plane.client().await.expect("client"), &ns);
+    apply_yaml(plane, &ns, &gitlab_pause_yaml(&server, "bot-token")).await;
+    let paused = eventually(Duration::from_secs(60), || async {
+        api.get("sev2-freeze")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.phase)
+            == Some(PausePhase::Paused)
+    })
+    .await;
+    assert!(paused, "log:\n{}", operator.logs());
+    assert!(!server.schedule().active);
+
+    // The token is revoked while the train is paused; then the pause is
+    // deleted.
+    server.set_token("bot-token", false);
+    let output = kubectl(
+        plane,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "mergetrainpause/sev2-freeze",
+            "--wait=false",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", support::describe(&output));
+    let blocked = eventually(Duration::from_secs(60), || async {
+        let ready = api
+            .get("sev2-freeze")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
+        ready.is_some_and(|c| {
+            c.reason == "ResumeBlocked"
+                && c.message.contains("token was rejected")
+                && c.message.contains("weblab.dev/resume-train")
+        })
+    })
+    .await;
+    assert!(
+        blocked,
+        "{:#?}\nlog:\n{}",
+        api.get("sev2-freeze").await.ok().and_then(|p| p.status),
+        operator.logs()
+    );
+    let (warnings, message) = events(plane, &ns, "sev2-freeze", "ResumeBlocked").await;
+    assert!(warnings >= 1, "no ResumeBlocked event");
+    let message = message.unwrap_or_default();
+    assert!(message.contains("401"), "{message}");
+    assert!(!server.schedule().active, "still paused");
+
+    // The token works again: the train is restored and the pause goes.
+    server.set_token("bot-token", true);
+    let gone = eventually(Duration::from_secs(180), || async {
+        matches!(api.get_opt("sev2-freeze").await, Ok(None))
+    })
+    .await;
+    assert!(gone, "log:\n{}", operator.logs());
+    assert!(server.schedule().active, "restored to active");
+    // One decision, one event, one log line.
+    let (resumed, _) = events(plane, &ns, "sev2-freeze", "Resumed").await;
+    let lines = operator
+        .logs()
+        .lines()
+        .filter(|line| line.contains(" INFO ") && line.contains("reason=\"Resumed\""))
+        .count();
+    assert_eq!((resumed, lines), (1, 1), "log:\n{}", operator.logs());
 }

@@ -238,6 +238,14 @@ async fn a_pause_resumes_at_its_expiry() {
     .await;
     wait_for_phase(&api, "short", PausePhase::Paused, &operator).await;
     assert_eq!(curl_gate(&operator, &ns, "web-main").await, 22);
+    // kubectl shows the future expiry as a time, not as `<invalid>`.
+    let listed = kubectl(plane, &["get", "-n", &ns, "mtp", "short"]).await;
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table.contains(&expires.to_string()) && !table.contains("<invalid>"),
+        "{}",
+        support::describe(&listed)
+    );
     wait_for_phase(&api, "short", PausePhase::Resumed, &operator).await;
     assert_eq!(curl_gate(&operator, &ns, "web-main").await, 0);
     let status = api

@@ -151,11 +151,20 @@ async fn a_dial_progresses_through_its_bakes_and_waves_and_waits_for_a_person() 
             .map(|c| c.at.0)
             .expect("recorded")
     };
-    let gap = when("EU", "C:95 T1:5").duration_since(when("NA", "C:95 T1:5"));
-    assert!(
-        gap.as_secs_f64() >= 2.0,
-        "EU followed NA after {gap:?}, before the 2s bake ended"
-    );
+    // History times keep microseconds, so a bake cut short by a fraction
+    // of a second shows.
+    for (before, after) in [
+        (("NA", "C:95 T1:5"), ("EU", "C:95 T1:5")),
+        (("EU", "C:95 T1:5"), ("NA", "C:50 T1:50")),
+        (("NA", "C:50 T1:50"), ("EU", "C:50 T1:50")),
+    ] {
+        let gap = when(after.0, after.1).duration_since(when(before.0, before.1));
+        eprintln!("bake of 2s: {after:?} followed {before:?} after {gap:#}");
+        assert!(
+            gap >= jiff::SignedDuration::from_secs(2),
+            "{after:?} followed {before:?} after {gap:#}, before the 2s bake ended"
+        );
+    }
 
     // Events on the transitions, from this controller.
     let events: Api<Event> = Api::namespaced(plane.client().await.expect("client"), ns.name());

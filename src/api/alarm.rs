@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Duration, SecretKeyRef, Severity};
+use super::common::{Duration, MicroTime, SecretKeyRef, Severity};
 
 /// One signal watched against a threshold, from Prometheus (pulled) or
 /// Alertmanager (pushed to the operator's webhook).
@@ -339,9 +339,10 @@ pub struct AlarmStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 
-    /// When the state last changed.
+    /// When the state last changed, to the microsecond: a pause's
+    /// `resumeWhen.clearFor` counts from it and must never end early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<Time>,
+    pub last_transition_time: Option<MicroTime>,
 
     /// The most recent datapoints (at most `evaluationPeriods`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

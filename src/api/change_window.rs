@@ -22,9 +22,11 @@ use super::common::{Severity, TimeZoneName};
     doc = "When moves towards risk (dial-ups, promotes, merges) may happen.",
     printcolumn(name = "Time Zone", type_ = "string", json_path = ".spec.timeZone"),
     printcolumn(name = "Open", type_ = "boolean", json_path = ".status.open"),
+    // An absolute time: kubectl renders a `date` column only as an age,
+    // which reads `<invalid>` for the future.
     printcolumn(
         name = "Next Change",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextTransition"
     ),
     printcolumn(

@@ -3,10 +3,24 @@
 
 use std::{borrow::Cow, collections::BTreeMap, fmt, str::FromStr};
 
+use jiff::{RoundMode, Timestamp, TimestampRound, Unit};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::core::{Selector, SelectorExt};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// `at` as a [`MicroTime`], for the status times from which a duration is
+/// derived (a bake's end, a wave's length, a pause's): `Time` keeps whole
+/// seconds only, so a bake read back from it could end up to a second early.
+/// Rounded up to the microsecond, so that it reads back exactly as written (a
+/// settled object plans no write) and is never earlier than `at`.
+pub fn micro_time(at: Timestamp) -> MicroTime {
+    let up = TimestampRound::new()
+        .smallest(Unit::Microsecond)
+        .mode(RoundMode::Ceil);
+    MicroTime(at.round(up).unwrap_or(at))
+}
 
 /// Basis points in one hundred percent: allocations are exact to two decimals.
 pub const BASIS_POINTS: u32 = 10_000;

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{AlarmSelection, Duration, SecretKeyRef};
+use super::common::{AlarmSelection, Duration, MicroTime, SecretKeyRef};
 
 /// A merge train held closed: nothing merges until the pause expires, its
 /// resume condition holds, or it is deleted.
@@ -23,7 +23,9 @@ use super::common::{AlarmSelection, Duration, SecretKeyRef};
     doc = "Holds a merge train closed through its provider until an expiry or a resume condition.",
     printcolumn(name = "Train", type_ = "string", json_path = ".spec.train"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // An absolute time: kubectl renders a `date` column only as an age, so
+    // a future expiry read `<invalid>` and a past one like a time left.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Ticket",
         type_ = "string",
@@ -219,12 +221,18 @@ pub struct MergeTrainPauseStatus {
     /// When the pause ends, from `expiresAt` or `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
-    /// When the provider confirmed the pause.
+    /// When the provider's state before the pause was read and recorded in
+    /// `restore`, the last step before anything is changed. Absent while
+    /// pausing: the pause has changed nothing, and deleting it resumes
+    /// nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused_at: Option<Time>,
-    /// When the train was resumed.
+    pub prepared_at: Option<MicroTime>,
+    /// When the provider confirmed the pause (to the microsecond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resumed_at: Option<Time>,
+    pub paused_at: Option<MicroTime>,
+    /// When the train was resumed (to the microsecond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<MicroTime>,
     /// What the provider last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderReport>,
@@ -234,9 +242,10 @@ pub struct MergeTrainPauseStatus {
     /// Consecutive failed provider calls; reset by a success.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
-    /// When a failed provider call is tried again (exponential backoff).
+    /// When a failed provider call is tried again (exponential backoff; to
+    /// the microsecond, never before the backoff has passed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<Time>,
+    pub next_attempt_at: Option<MicroTime>,
     /// `Ready`, `Reconciling`, `Stalled`, `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -251,8 +260,8 @@ fn is_zero(count: &u32) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderReport {
-    /// When.
-    pub at: Time,
+    /// When (to the microsecond).
+    pub at: MicroTime,
     /// Whether the train was running (e.g. the schedule's `active` flag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,

@@ -1,13 +1,13 @@
 //! `Rollback`: return workloads to a previous stable revision, region by
 //! region, with verification.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    common::{AlarmSelection, Duration, SecretKeyRef, Severity},
+    common::{AlarmSelection, Duration, MicroTime, SecretKeyRef, Severity},
     merge_train_pause::MergeTrainRef,
 };
 
@@ -319,7 +319,7 @@ pub struct RollbackStatus {
     pub current_region: Option<String>,
     /// When an `Alarm`-triggered rollback was (re-)armed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub armed_at: Option<Time>,
+    pub armed_at: Option<MicroTime>,
     /// What fired an armed rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fired_by: Option<FiredBy>,
@@ -329,10 +329,10 @@ pub struct RollbackStatus {
     pub last_action: Option<String>,
     /// When it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// Per region, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["region"]))]
@@ -352,7 +352,7 @@ pub struct FiredBy {
     /// Its severity.
     pub severity: Severity,
     /// When.
-    pub at: Time,
+    pub at: MicroTime,
 }
 
 /// One region's rollback.
@@ -365,13 +365,13 @@ pub struct WaveStatus {
     pub phase: WavePhase,
     /// When it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When every workload had rolled out and the bake began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rolled_out_at: Option<Time>,
+    pub rolled_out_at: Option<MicroTime>,
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// The workloads in it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadStatus>,
@@ -407,10 +407,10 @@ pub struct WorkloadStatus {
     pub to_images: Option<String>,
     /// When its revision was restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When it was seen rolled out (or failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// `Succeeded`, `Failed` or in progress.
     pub result: WorkloadResult,
     /// Details.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     alarm::AlarmState,
     common::{
-        AlarmSelection, Allocation, Duration, LocalRef, Severity, effective_allocation_schema,
-        optional_effective_allocation_schema,
+        AlarmSelection, Allocation, Duration, LocalRef, MicroTime, Severity,
+        effective_allocation_schema, optional_effective_allocation_schema,
     },
     merge_train_pause::MergeTrainRef,
 };
@@ -420,12 +420,13 @@ pub struct StepStatus {
     pub index: u32,
     /// Index into `spec.waves` within the step.
     pub wave: u32,
-    /// When this step's wave reached its allocation.
+    /// When this step's wave reached its allocation (to the microsecond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
-    /// When the bake ends.
+    pub started_at: Option<MicroTime>,
+    /// When the bake ends (to the microsecond, never before `startedAt`
+    /// plus the bake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bake_until: Option<Time>,
+    pub bake_until: Option<MicroTime>,
     /// A person promoted this stage: the rest of its bake and its pause are
     /// skipped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -454,11 +455,16 @@ pub struct AttachedAlarm {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackRecord {
-    /// When.
-    pub at: Time,
-    /// The alarm that fired; empty for an abort.
+    /// When (to the microsecond: alarm-to-rollback latency is read from it).
+    pub at: MicroTime,
+    /// The alarm that rolled the dial back (the first to fire); empty for
+    /// an abort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<String>,
+    /// The other alarms at a rollback severity that fired with it or while
+    /// the dial stayed rolled back, in the order seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_alarms: Vec<String>,
     /// Its severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
@@ -495,8 +501,8 @@ pub enum ChangeReason {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationChange {
-    /// When.
-    pub at: Time,
+    /// When (to the microsecond: the time between steps is read from it).
+    pub at: MicroTime,
     /// The realm.
     pub realm: String,
     /// The allocation before; absent for the first.

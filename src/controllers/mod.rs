@@ -94,9 +94,20 @@ impl Context {
         )
     }
 
-    /// Publishes an event about `object`; a failure is logged, never fatal:
-    /// events are a record, not the state.
+    /// Publishes an event about `object` and logs it as one line (INFO for
+    /// Normal, WARN for Warning) with the same reason and message, so that
+    /// a person tailing the log sees every decision the events record. A
+    /// failure to publish is logged, never fatal: events are a record, not
+    /// the state.
     pub async fn publish(&self, object: &ObjectReference, kind: &str, note: &Note) {
+        let message = truncate(&note.message, MAX_NOTE_BYTES);
+        let namespace = object.namespace.as_deref().unwrap_or_default();
+        let name = object.name.as_deref().unwrap_or_default();
+        if note.warning {
+            tracing::warn!(kind, namespace, name, reason = note.reason, "{message}");
+        } else {
+            tracing::info!(kind, namespace, name, reason = note.reason, "{message}");
+        }
         let event = Event {
             type_: if note.warning {
                 EventType::Warning
@@ -104,7 +115,7 @@ impl Context {
                 EventType::Normal
             },
             reason: note.reason.to_owned(),
-            note: Some(truncate(&note.message, MAX_NOTE_BYTES)),
+            note: Some(message),
             action: note.reason.to_owned(),
             secondary: None,
         };
@@ -305,9 +316,37 @@ pub fn error_policy(controller: &'static str, error: &Error, metrics: &Metrics) 
     Action::requeue(ERROR_REQUEUE)
 }
 
+/// The first word of `text` said twice in a row ("closed: closed: ..."),
+/// the seam of a message that prefixes a reason already carrying the
+/// prefix; for tests of composed messages.
+#[cfg(test)]
+pub(crate) fn doubled_word(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| {
+            word.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|word| !word.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .find(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0].clone())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{doubled_word, truncate};
+
+    #[test]
+    fn doubled_words_are_found_across_punctuation() {
+        assert_eq!(
+            doubled_word("ChangeWindow w is closed: closed: blackout"),
+            Some("closed".to_owned())
+        );
+        assert_eq!(doubled_word("ChangeWindow w: closed: blackout"), None);
+    }
 
     #[test]
     fn truncate_cuts_on_character_boundaries() {

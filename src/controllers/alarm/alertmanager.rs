@@ -15,7 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::api::alarm::{AlarmState, AlarmStatus, LabelMatcher, MatchOperator, ObservedAlert};
+use crate::api::{
+    alarm::{AlarmState, AlarmStatus, LabelMatcher, MatchOperator, ObservedAlert},
+    common::micro_time,
+};
 
 /// The only payload version this receiver understands.
 pub const PAYLOAD_VERSION: &str = "4";
@@ -274,7 +277,7 @@ pub fn status_with(
         value: Some(assessment.firing as f64),
         reason: Some(assessment.reason.clone()),
         last_transition_time: if changed {
-            Some(now.clone())
+            Some(micro_time(now.0))
         } else {
             previous.last_transition_time.clone()
         },
@@ -379,7 +382,7 @@ mod tests {
             status_with(&AlarmStatus::default(), recorded, stale_after, &at(0));
         assert_eq!(status.state, Some(AlarmState::Alarm));
         assert_eq!(status.value, Some(1.0));
-        assert_eq!(status.last_transition_time, Some(at(0)));
+        assert_eq!(status.last_transition_time, Some(micro_time(at(0).0)));
         assert_eq!(assessment.stale_in, Some(Duration::from_secs(601)));
         assert!(
             status.alerts[0].starts_at.is_some(),
@@ -401,7 +404,7 @@ mod tests {
             &at(500),
         );
         let (again, _) = status_with(&status, resent, stale_after, &at(500));
-        assert_eq!(again.last_transition_time, Some(at(0)));
+        assert_eq!(again.last_transition_time, Some(micro_time(at(0).0)));
         assert_eq!(again.alerts[0].last_received, at(500));
 
         let resolved = record(
@@ -412,7 +415,24 @@ mod tests {
         let (cleared, _) = status_with(&again, resolved, stale_after, &at(700));
         assert_eq!(cleared.state, Some(AlarmState::Ok));
         assert!(cleared.alerts.is_empty());
-        assert_eq!(cleared.last_transition_time, Some(at(700)));
+        assert_eq!(cleared.last_transition_time, Some(micro_time(at(700).0)));
+    }
+
+    #[test]
+    fn a_transition_time_keeps_its_fraction_through_the_api() {
+        // A pause's resumeWhen.clearFor counts from it: a whole second
+        // would end the pause early.
+        let now = Time(at(0).0 + jiff::SignedDuration::from_millis(900));
+        let recorded = record(&[], &[&alert("a1", AlertStatus::Firing)], &now);
+        let (status, _) = status_with(
+            &AlarmStatus::default(),
+            recorded,
+            Duration::from_secs(600),
+            &now,
+        );
+        let json = serde_json::to_value(&status).expect("serialises");
+        let read: AlarmStatus = serde_json::from_value(json).expect("reads back");
+        assert_eq!(read.last_transition_time.map(|t| t.0), Some(now.0));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::{
         Alarm,
         alarm::{AlarmState, AlarmStatus, AlertmanagerSource, PrometheusSource},
         common::Duration as ApiDuration,
+        common::micro_time,
         conditions::{self, DesiredCondition},
     },
     controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
@@ -343,7 +344,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         last_transition_time: if status.state == Some(evaluation.state) {
             status.last_transition_time.clone()
         } else {
-            Some(now.clone())
+            Some(micro_time(now.0))
         },
         datapoints: evaluation.datapoints,
         alerts: Vec::new(),

@@ -15,7 +15,11 @@
 //!   [`FAILED_AFTER`] failures in a row the phase is `Failed`, still retried.
 //!
 //! A pause that is deleted resumes its train once and only then lets its
-//! finalizer go ([`Plan::Release`]).
+//! finalizer go ([`Plan::Release`]). A pause that never recorded the state
+//! to restore (`status.preparedAt`) has changed nothing, so it lets go at
+//! once: a provider that refuses every call (a wrong token) cannot hold a
+//! deletion that has nothing to undo. One that did change the train keeps
+//! its finalizer until the resume succeeds, and says why it cannot yet.
 
 use std::time::Duration;
 
@@ -25,12 +29,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{
         alarm::AlarmState,
+        common::micro_time,
         conditions::{self, DesiredCondition},
         merge_train_pause::{
             MergeTrainPauseSpec, MergeTrainPauseStatus, PausePhase, ProviderReport, RestoreState,
         },
     },
-    controllers::Note,
+    controllers::{Note, merge_train_pause::FINALIZER},
 };
 
 /// Failures in a row after which the phase says `Failed`.
@@ -238,28 +243,27 @@ pub fn backoff(failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// Whether the pause may have changed its train: the state to restore was
+/// recorded (the step just before any change), or the provider confirmed
+/// the pause. Until then there is nothing to resume.
+fn holds_train(status: &MergeTrainPauseStatus) -> bool {
+    status.prepared_at.is_some()
+        || matches!(
+            status.phase,
+            Some(PausePhase::Paused | PausePhase::Resuming)
+        )
+}
+
 /// Decides the next step.
 pub fn decide(world: &World) -> Plan {
     let check = resume_check(world);
     let ended = ending(world, &check);
     let phase = world.status.phase;
     let new_generation = world.status.observed_generation != Some(world.generation);
+    let holds = holds_train(world.status);
 
     let operation = match (&ended, phase) {
-        // Never touched the train: nothing to undo.
-        (Some(_), None) if world.deleting => return Plan::Release,
         (Some(_), Some(PausePhase::Resumed)) if world.deleting => return Plan::Release,
-        (Some(why), None) => {
-            return Plan::Settle(Box::new(settle(
-                world,
-                PausePhase::Resumed,
-                vec![Note::normal(
-                    "Resumed",
-                    format!("train {} was never paused: {why}", world.spec.train.train),
-                )],
-                &check,
-            )));
-        }
         (Some(_), Some(PausePhase::Resumed)) => {
             return Plan::Settle(Box::new(settle(
                 world,
@@ -268,7 +272,25 @@ pub fn decide(world: &World) -> Plan {
                 &check,
             )));
         }
-        (Some(_), Some(_)) => Operation::Resume,
+        // Never touched the train: nothing to undo, whatever the provider
+        // answers (failures, backoff) or would answer.
+        (Some(_), _) if !holds && world.deleting => return Plan::Release,
+        (Some(why), _) if !holds => {
+            let mut status = world.status.clone();
+            status.failures = 0;
+            status.next_attempt_at = None;
+            return Plan::Settle(Box::new(settle_from(
+                world,
+                status,
+                PausePhase::Resumed,
+                vec![Note::normal(
+                    "Resumed",
+                    format!("train {} was never paused: {why}", world.spec.train.train),
+                )],
+                &check,
+            )));
+        }
+        (Some(_), _) => Operation::Resume,
         // A resumed pause starts again only when its spec changes and the
         // new spec has not ended.
         (None, Some(PausePhase::Resumed)) if !new_generation => {
@@ -288,6 +310,9 @@ pub fn decide(world: &World) -> Plan {
             )));
         }
         (None, None | Some(PausePhase::Resumed)) => Operation::Prepare,
+        // A failed `Prepare` recorded nothing to restore: read it again
+        // before changing anything.
+        (None, Some(_)) if !holds => Operation::Prepare,
         (None, Some(_)) => Operation::Pause,
     };
 
@@ -349,18 +374,23 @@ pub fn record(world: &World, operation: Operation, outcome: Result<Report, Strin
             next.failures = 0;
             next.next_attempt_at = None;
             next.provider = Some(ProviderReport {
-                at: Time(world.now),
+                at: micro_time(world.now),
                 active: report.active,
                 message: report.message,
             });
             match operation {
                 Operation::Prepare => {
                     next.restore = report.restore;
+                    next.prepared_at = Some(micro_time(world.now));
                     next.paused_at = None;
                     next.resumed_at = None;
                 }
-                Operation::Pause => next.paused_at = Some(Time(world.now)),
-                Operation::Resume => next.resumed_at = Some(Time(world.now)),
+                Operation::Pause => next.paused_at = Some(micro_time(world.now)),
+                Operation::Resume => {
+                    // Restored: the pause holds nothing any more.
+                    next.prepared_at = None;
+                    next.resumed_at = Some(micro_time(world.now));
+                }
             }
             let mut decision = settle_from(world, next, phase, vec![note], &check);
             decision.release = world.deleting && operation == Operation::Resume;
@@ -383,13 +413,15 @@ pub fn record(world: &World, operation: Operation, outcome: Result<Report, Strin
             };
             let mut next = world.status.clone();
             next.failures = failures;
-            let retry_at = world
-                .now
-                .checked_add(SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX))
-                .unwrap_or(Timestamp::MAX);
-            next.next_attempt_at = Some(Time(retry_at));
+            let retry_at = micro_time(
+                world
+                    .now
+                    .checked_add(SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX))
+                    .unwrap_or(Timestamp::MAX),
+            );
+            next.next_attempt_at = Some(retry_at.clone());
             next.provider = Some(ProviderReport {
-                at: Time(world.now),
+                at: micro_time(world.now),
                 active: None,
                 message: error.clone(),
             });
@@ -398,17 +430,32 @@ pub fn record(world: &World, operation: Operation, outcome: Result<Report, Strin
                 Operation::Pause => "pause",
                 Operation::Resume => "resume",
             };
-            let note = Note::warning(
-                "ProviderFailed",
-                format!(
-                    "cannot {verb} train {train} through {provider} (failure {failures}, next try at {retry_at}): {error}"
-                ),
+            let failed = format!(
+                "cannot {verb} train {train} through {provider} (failure {failures}, next try at {}): {error}",
+                retry_at.0
             );
+            let note = if world.deleting && operation == Operation::Resume {
+                Note::warning(
+                    "ResumeBlocked",
+                    format!("{failed}; {}", deletion_waits(train)),
+                )
+            } else {
+                Note::warning("ProviderFailed", failed)
+            };
             let mut decision = settle_from(world, next, phase, vec![note], &check);
             decision.requeue_after = wait;
             decision
         }
     }
+}
+
+/// What a deletion waiting for a resume that fails needs from a person.
+fn deletion_waits(train: &str) -> String {
+    format!(
+        "the pause is deleted only once train {train} has resumed: fix the provider \
+         (its settings or Secret), or remove the finalizer {FINALIZER} to delete the \
+         pause and leave the train as it is"
+    )
 }
 
 fn settle(world: &World, phase: PausePhase, notes: Vec<Note>, check: &ResumeCheck) -> Decision {
@@ -436,12 +483,30 @@ fn settle_from(
         (None, Some(why)) => format!("until resumeWhen holds ({why})"),
         (None, None) => "until deleted".to_owned(),
     };
-    let (ready, reason, message) = match phase {
-        PausePhase::Paused => (true, "Paused", format!("train {train} is paused {holds}")),
-        PausePhase::Resumed => (true, "Resumed", format!("train {train} runs")),
-        PausePhase::Pausing => (false, "Pausing", format!("pausing train {train}")),
-        PausePhase::Resuming => (false, "Resuming", format!("resuming train {train}")),
-        PausePhase::Failed => (
+    let last_error = status
+        .provider
+        .as_ref()
+        .filter(|_| status.failures > 0)
+        .map(|report| report.message.as_str());
+    let (ready, reason, message) = match (phase, last_error) {
+        (PausePhase::Paused, _) => (true, "Paused", format!("train {train} is paused {holds}")),
+        (PausePhase::Resumed, _) => (true, "Resumed", format!("train {train} runs")),
+        // Being deleted, and the resume fails: the finalizer stays, say why.
+        (PausePhase::Resuming | PausePhase::Failed, Some(error))
+            if world.deleting && holds_train(&status) =>
+        {
+            (
+                false,
+                "ResumeBlocked",
+                format!(
+                    "cannot resume train {train}: {error}; {}",
+                    deletion_waits(train)
+                ),
+            )
+        }
+        (PausePhase::Pausing, _) => (false, "Pausing", format!("pausing train {train}")),
+        (PausePhase::Resuming, _) => (false, "Resuming", format!("resuming train {train}")),
+        (PausePhase::Failed, _) => (
             false,
             "ProviderFailed",
             format!("the provider keeps failing for train {train}"),

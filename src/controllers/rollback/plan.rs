@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{
         alarm::AlarmState,
-        common::Severity,
+        common::{MicroTime, Severity, micro_time},
         conditions::{self, DesiredCondition},
         rollback::{
             FiredBy, RevisionTarget, RevisionTargetType, RollbackPhase, RollbackSpec,
@@ -341,7 +341,7 @@ pub fn decide(world: &World) -> Decision {
     let mut planner = Planner {
         world,
         status: world.status.clone(),
-        now: Time(world.now),
+        now: micro_time(world.now),
         decision: Decision {
             status: RollbackStatus::default(),
             restores: Vec::new(),
@@ -361,7 +361,9 @@ pub fn decide(world: &World) -> Decision {
 struct Planner<'a> {
     world: &'a World<'a>,
     status: RollbackStatus,
-    now: Time,
+    /// Status times keep microseconds: wave lengths and bakes are derived
+    /// from them.
+    now: MicroTime,
     decision: Decision,
     /// Why the rollback cannot go on right now, for the conditions.
     waiting: Option<String>,
@@ -1240,8 +1242,12 @@ impl Planner<'_> {
         }
         let wanted = self.conditions();
         let observed = Some(self.world.generation);
-        self.status.conditions =
-            conditions::merge(&self.status.conditions, &wanted, observed, &self.now);
+        self.status.conditions = conditions::merge(
+            &self.status.conditions,
+            &wanted,
+            observed,
+            &Time(self.now.0),
+        );
         self.status.observed_generation = observed;
         self.decision.status = self.status;
         self.decision

@@ -160,20 +160,7 @@ fn read_window(
         missing.push(format!("ChangeWindow {:?} not found", reference.name));
         return WindowGate::Open;
     };
-    let status = window.status.as_ref();
-    match status.and_then(|s| s.open) {
-        Some(true) => WindowGate::Open,
-        Some(false) => WindowGate::Closed(format!(
-            "ChangeWindow {} is closed: {}",
-            reference.name,
-            status.and_then(|s| s.reason.clone()).unwrap_or_default()
-        )),
-        // Unknown is not open: a dial-up waits until the window is evaluated.
-        None => WindowGate::Closed(format!(
-            "ChangeWindow {} has not been evaluated yet",
-            reference.name
-        )),
-    }
+    plan::window_gate(&reference.name, window.status.as_ref())
 }
 
 /// The dials in `alarm`'s namespace that attach it.

@@ -20,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{
         alarm::AlarmState,
-        common::{Allocation, Severity},
+        change_window::ChangeWindowStatus,
+        common::{Allocation, MicroTime, Severity, micro_time},
         conditions::{self, ConditionStatus, DesiredCondition},
         weblab_dial::{
             AllocationChange, AttachedAlarm, BucketRange, ChangeReason, DialPhase, HISTORY_LIMIT,
@@ -100,6 +101,20 @@ pub enum WindowGate {
     Open,
     /// Closed, and why.
     Closed(String),
+}
+
+/// The gate of the change window `name`, from its status. Its reason
+/// already says "open"/"closed", so it is quoted as it is.
+pub fn window_gate(name: &str, status: Option<&ChangeWindowStatus>) -> WindowGate {
+    match status.and_then(|s| s.open) {
+        Some(true) => WindowGate::Open,
+        Some(false) => WindowGate::Closed(format!(
+            "ChangeWindow {name}: {}",
+            status.and_then(|s| s.reason.as_deref()).unwrap_or("closed")
+        )),
+        // Unknown is not open: a dial-up waits until the window is evaluated.
+        None => WindowGate::Closed(format!("ChangeWindow {name} has not been evaluated yet")),
+    }
 }
 
 /// Everything the decision depends on.
@@ -238,7 +253,9 @@ struct Draft<'w, 'a> {
     notes: Vec<Note>,
     requeue_after: Duration,
     rollback: Allocation,
-    now: Time,
+    /// Status times keep microseconds: bakes and latencies are read from
+    /// them.
+    now: MicroTime,
 }
 
 impl<'w, 'a> Draft<'w, 'a> {
@@ -254,7 +271,7 @@ impl<'w, 'a> Draft<'w, 'a> {
             notes: Vec::new(),
             requeue_after: RESYNC,
             rollback: world.spec.rollback_allocation(),
-            now: Time(world.now),
+            now: micro_time(world.now),
         }
     }
 
@@ -316,7 +333,7 @@ impl<'w, 'a> Draft<'w, 'a> {
         // reported) exactly once, in the same write as its effect.
         self.status.last_action = Some(HandledAction {
             request: text.to_owned(),
-            at: self.now.clone(),
+            at: Time(self.now.0),
         });
         let action = match text.parse::<ManualAction>() {
             Ok(action) => action,
@@ -373,6 +390,7 @@ impl<'w, 'a> Draft<'w, 'a> {
                 self.status.rollback = Some(RollbackRecord {
                     at: self.now.clone(),
                     alarm: None,
+                    other_alarms: Vec::new(),
                     severity: None,
                     value: None,
                     threshold: None,
@@ -440,13 +458,20 @@ impl<'w, 'a> Draft<'w, 'a> {
         });
         let rollback = self.rollback.clone();
         let mut affected: Vec<String> = Vec::new();
-        for alarm in &firing {
+        // The alarms that roll back a realm this dial serves, most severe
+        // first.
+        let mut causes: Vec<&AlarmReading> = Vec::new();
+        for alarm in firing {
             let realms: Vec<String> = match &alarm.realm {
                 Some(realm) if self.spec().realms.contains(realm) => vec![realm.clone()],
                 // Scoped to a realm this dial does not serve: nothing to do.
                 Some(_) => Vec::new(),
                 None => self.spec().realms.clone(),
             };
+            if realms.is_empty() {
+                continue;
+            }
+            causes.push(alarm);
             let message = format!("rolled back: {}", describe_alarm(alarm));
             self.move_realms(&realms, &rollback, true, ChangeReason::Rollback, &message);
             for realm in realms {
@@ -455,44 +480,83 @@ impl<'w, 'a> Draft<'w, 'a> {
                 }
             }
         }
-        if affected.is_empty()
-            || self
-                .status
-                .rollback
-                .as_ref()
-                .is_some_and(|r| r.alarm.is_none())
-        {
-            // Scoped elsewhere, or already aborted by a person: the abort's
-            // record stands.
+        let Some(&first) = causes.first() else {
+            // Scoped elsewhere: nothing rolled back.
             return;
-        }
-        affected.sort_by_key(|realm| self.spec().realms.iter().position(|r| r == realm));
-        let cause = firing[0];
-        let unchanged = self.status.rollback.as_ref().is_some_and(|record| {
-            record.alarm.as_deref() == Some(cause.name.as_str())
-                && record.realms == affected
-                && record.generation == self.world.generation
-        });
-        if unchanged {
-            return;
-        }
-        let message = format!(
-            "{}; rolled back {} to {rollback}",
-            describe_alarm(cause),
-            affected.join(", ")
-        );
-        self.notes
-            .push(Note::warning("RolledBack", message.clone()));
-        self.status.rollback = Some(RollbackRecord {
-            at: self.now.clone(),
-            alarm: Some(cause.name.clone()),
-            severity: Some(cause.severity),
-            value: cause.value,
-            threshold: cause.threshold,
-            realms: affected,
-            generation: self.world.generation,
-            message,
-        });
+        };
+        let order = &self.spec().realms;
+        let record = match self.status.rollback.take() {
+            // Already aborted by a person: the abort's record stands.
+            Some(abort) if abort.alarm.is_none() => {
+                self.status.rollback = Some(abort);
+                return;
+            }
+            // Already rolled back: the record keeps the alarm that did it
+            // (its event named that one) and lists the others.
+            Some(mut record) if record.generation == self.world.generation => {
+                let added: Vec<String> = affected
+                    .iter()
+                    .filter(|realm| !record.realms.contains(realm))
+                    .cloned()
+                    .collect();
+                record.realms.extend(added.iter().cloned());
+                record
+                    .realms
+                    .sort_by_key(|realm| order.iter().position(|r| r == realm));
+                for alarm in &causes {
+                    if record.alarm.as_deref() != Some(alarm.name.as_str())
+                        && !record.other_alarms.contains(&alarm.name)
+                    {
+                        record.other_alarms.push(alarm.name.clone());
+                    }
+                }
+                if !added.is_empty() {
+                    // More realms went back: a decision of its own, named
+                    // after the most severe alarm that reaches them.
+                    let cause = causes
+                        .iter()
+                        .find(|alarm| {
+                            alarm
+                                .realm
+                                .as_ref()
+                                .is_none_or(|realm| added.contains(realm))
+                        })
+                        .copied()
+                        .unwrap_or(first);
+                    self.notes.push(Note::warning(
+                        "RolledBack",
+                        format!(
+                            "{}; rolled back {} to {rollback}",
+                            describe_alarm(cause),
+                            added.join(", ")
+                        ),
+                    ));
+                }
+                record
+            }
+            _ => {
+                affected.sort_by_key(|realm| order.iter().position(|r| r == realm));
+                let message = format!(
+                    "{}; rolled back {} to {rollback}",
+                    describe_alarm(first),
+                    affected.join(", ")
+                );
+                self.notes
+                    .push(Note::warning("RolledBack", message.clone()));
+                RollbackRecord {
+                    at: self.now.clone(),
+                    alarm: Some(first.name.clone()),
+                    other_alarms: causes[1..].iter().map(|a| a.name.clone()).collect(),
+                    severity: Some(first.severity),
+                    value: first.value,
+                    threshold: first.threshold,
+                    realms: affected,
+                    generation: self.world.generation,
+                    message,
+                }
+            }
+        };
+        self.status.rollback = Some(record);
     }
 
     fn hold_for_missing_references(&mut self) -> DialPhase {
@@ -602,13 +666,16 @@ impl<'w, 'a> Draft<'w, 'a> {
                     },
                     format!("{}: {} ({message})", moves.join(", "), stage.allocation),
                 ));
+                // Both kept to the microsecond, rounded up: a bake read
+                // back from status never ends early.
+                let started_at = self.now.clone();
                 let bake_until = stage
                     .bake
-                    .and_then(|bake| self.world.now.checked_add(bake).ok())
-                    .map(Time);
+                    .and_then(|bake| started_at.0.checked_add(bake).ok())
+                    .map(micro_time);
                 self.status.step = Some(StepStatus {
-                    started_at: Some(self.now.clone()),
-                    bake_until: bake_until.clone(),
+                    started_at: Some(started_at),
+                    bake_until,
                     waiting_for: None,
                     ..step
                 });
@@ -785,6 +852,8 @@ impl<'w, 'a> Draft<'w, 'a> {
                 .as_ref()
                 .and_then(|s| s.waiting_for.clone());
             let message = match &waiting {
+                // "Waiting: waiting for" would say it twice.
+                Some(what) if phase == DialPhase::Waiting => format!("waiting for {what}"),
                 Some(what) => format!("{phase:?}: waiting for {what}"),
                 None => format!("{phase:?}"),
             };
@@ -803,7 +872,7 @@ impl<'w, 'a> Draft<'w, 'a> {
             &self.world.status.conditions,
             &desired,
             Some(self.world.generation),
-            &self.now,
+            &Time(self.now.0),
         );
         Decision {
             status: self.status,

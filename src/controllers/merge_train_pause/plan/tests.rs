@@ -238,3 +238,152 @@ fn a_pause_already_over_when_created_never_pauses() {
     assert_eq!(case.step(ok(None)), None);
     assert_eq!(case.status.phase, Some(PausePhase::Resumed));
 }
+
+fn unauthorized() -> Result<Report, String> {
+    Err("GitLab answered 401 to reading pipeline schedule 7: the token was rejected".to_owned())
+}
+
+#[test]
+fn a_pause_that_never_recorded_what_to_restore_lets_go_at_once_when_deleted() {
+    let mut case = Case::new(spec(serde_json::json!({"duration": "4h"})));
+    assert_eq!(case.step(unauthorized()), Some(Operation::Prepare));
+    assert_eq!(case.status.phase, Some(PausePhase::Pausing));
+    assert_eq!(case.status.prepared_at, None);
+
+    // Deleted during the backoff, and after failing for good: no resume to
+    // wait for, whatever the provider says.
+    case.deleting = true;
+    assert_eq!(decide(&case.world()), Plan::Release);
+    case.deleting = false;
+    for _ in 1..FAILED_AFTER {
+        case.now = case.status.next_attempt_at.as_ref().expect("scheduled").0;
+        assert_eq!(case.step(unauthorized()), Some(Operation::Prepare));
+    }
+    assert_eq!(case.status.phase, Some(PausePhase::Failed));
+    case.deleting = true;
+    case.now = case.status.next_attempt_at.as_ref().expect("scheduled").0;
+    assert_eq!(decide(&case.world()), Plan::Release);
+}
+
+#[test]
+fn a_failed_prepare_is_read_again_before_anything_is_paused() {
+    let mut case = Case::new(spec(serde_json::json!({"duration": "4h"})));
+    case.step(Err("GitLab answered 503".to_owned()));
+    case.now = case.status.next_attempt_at.as_ref().expect("scheduled").0;
+    // Pausing now would leave no state to restore on resume.
+    assert_eq!(case.step(ok(Some(true))), Some(Operation::Prepare));
+    assert_eq!(case.status.restore, Some(RestoreState { active: true }));
+    assert_eq!(case.step(ok(Some(false))), Some(Operation::Pause));
+    assert_eq!(case.status.phase, Some(PausePhase::Paused));
+}
+
+#[test]
+fn a_pause_that_expires_before_it_could_read_anything_ends_without_a_call() {
+    let mut case = Case::new(spec(serde_json::json!({"duration": "4h"})));
+    case.step(unauthorized());
+    case.now = at("2026-11-22T13:00:00Z");
+    let Plan::Settle(decision) = decide(&case.world()) else {
+        panic!("nothing to resume")
+    };
+    assert_eq!(decision.status.phase, Some(PausePhase::Resumed));
+    assert_eq!(decision.status.failures, 0);
+    assert!(
+        decision.notes[0].message.contains("was never paused"),
+        "{:?}",
+        decision.notes
+    );
+}
+
+#[test]
+fn a_paused_train_whose_resume_fails_keeps_the_finalizer_and_says_why() {
+    let mut case = Case::new(spec(serde_json::json!({"duration": "4h"})));
+    case.step(ok(Some(true)));
+    case.step(ok(Some(false)));
+    assert!(case.status.prepared_at.is_some());
+    case.deleting = true;
+    assert_eq!(decide(&case.world()), Plan::Call(Operation::Resume));
+    let decision = record(&case.world(), Operation::Resume, unauthorized());
+    assert!(!decision.release);
+    let note = &decision.notes[0];
+    assert!(note.warning);
+    assert_eq!(note.reason, "ResumeBlocked");
+    for fragment in ["401", "weblab.dev/resume-train", "graphql-main"] {
+        assert!(
+            note.message.contains(fragment),
+            "{fragment}: {}",
+            note.message
+        );
+    }
+    let ready = conditions::find(&decision.status.conditions, conditions::READY).expect("Ready");
+    assert_eq!(ready.reason, "ResumeBlocked");
+    assert!(ready.message.contains("401"), "{}", ready.message);
+    assert!(
+        ready.message.contains("weblab.dev/resume-train"),
+        "{}",
+        ready.message
+    );
+    case.status = decision.status;
+    case.now = case.status.next_attempt_at.as_ref().expect("scheduled").0;
+    assert_eq!(decide(&case.world()), Plan::Call(Operation::Resume));
+}
+
+#[test]
+fn pause_times_keep_sub_seconds_and_a_retry_never_comes_early() {
+    let mut case = Case::new(spec(serde_json::json!({"duration": "4h"})));
+    case.now = at("2026-11-22T10:00:00.300Z");
+    case.step(Err("GitLab answered 503".to_owned()));
+    // Read back as the API server stores it.
+    let json = serde_json::to_value(&case.status).expect("status serialises");
+    case.status = serde_json::from_value(json).expect("status reads back");
+    let retry_at = case.status.next_attempt_at.as_ref().expect("scheduled").0;
+    assert_eq!(retry_at, at("2026-11-22T10:00:02.300Z"));
+    case.now = at("2026-11-22T10:00:02.100Z");
+    assert!(matches!(decide(&case.world()), Plan::Settle(_)));
+
+    case.now = retry_at;
+    case.step(ok(Some(true)));
+    case.now = at("2026-11-22T10:00:02.750Z");
+    case.step(ok(Some(false)));
+    let json = serde_json::to_value(&case.status).expect("status serialises");
+    case.status = serde_json::from_value(json).expect("status reads back");
+    let paused_at = case.status.paused_at.as_ref().expect("paused").0;
+    assert_eq!(paused_at, at("2026-11-22T10:00:02.750Z"));
+}
+
+#[test]
+fn composed_pause_messages_repeat_no_word() {
+    use crate::controllers::doubled_word;
+    let mut case = Case::new(spec(serde_json::json!({
+        "duration": "4h",
+        "resumeWhen": {"alarms": {"names": ["api-errors"]}, "clearFor": "30m"}
+    })));
+    case.alarms = vec![ClearReading {
+        name: "api-errors".to_owned(),
+        state: Some(AlarmState::Alarm),
+        since: Some(at("2026-11-22T09:30:00Z")),
+    }];
+    let mut decisions = Vec::new();
+    for (operation, outcome) in [
+        (Operation::Prepare, unauthorized()),
+        (Operation::Prepare, ok(Some(true))),
+        (Operation::Pause, Err("GitLab answered 503".to_owned())),
+        (Operation::Pause, ok(Some(false))),
+    ] {
+        let decision = record(&case.world(), operation, outcome);
+        case.status = decision.status.clone();
+        decisions.push(decision);
+    }
+    case.deleting = true;
+    decisions.push(record(&case.world(), Operation::Resume, unauthorized()));
+    decisions.push(record(&case.world(), Operation::Resume, ok(Some(true))));
+    let messages = decisions.iter().flat_map(|d| {
+        d.notes
+            .iter()
+            .map(|n| n.message.clone())
+            .chain(d.status.conditions.iter().map(|c| c.message.clone()))
+            .collect::<Vec<_>>()
+    });
+    for message in messages {
+        assert_eq!(doubled_word(&message), None, "{message}");
+    }
+}

@@ -328,7 +328,7 @@ fn sequential_waves_roll_back_one_after_another_each_after_its_bake() {
     let workload = &case.wave("prodNA").workloads[0];
     assert_eq!(
         (workload.started_at.clone(), workload.finished_at.clone()),
-        (Some(Time(t(0))), Some(Time(t(10))))
+        (Some(MicroTime(t(0))), Some(MicroTime(t(10))))
     );
     assert_eq!(case.wave("prodFE").phase, WavePhase::Pending);
     assert_eq!(rolled.requeue_after, Some(Duration::from_secs(900)));
@@ -554,7 +554,7 @@ fn rearming_is_an_explicit_request_handled_once() {
     case.status.fired_by = Some(FiredBy {
         alarm: "errors".to_owned(),
         severity: Severity::Sev2,
-        at: Time(t(-60)),
+        at: MicroTime(t(-60)),
     });
     case.request = Some("rearm after INC-42".to_owned());
     let rearmed = case.step();
@@ -736,4 +736,83 @@ fn a_missing_kubeconfig_stalls_with_one_warning_until_it_is_fixed() {
     case.step();
     assert_eq!(case.status.phase, Some(RollbackPhase::Progressing));
     assert_eq!(condition(&case.status, "Stalled").0, "False");
+}
+
+#[test]
+fn wave_times_keep_sub_seconds_through_the_api_and_a_bake_never_ends_early() {
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    // Status goes through the API server between decisions, as JSON.
+    let through_api = |case: &mut Case| {
+        let json = serde_json::to_value(&case.status).expect("status serialises");
+        case.status = serde_json::from_value(json).expect("status reads back");
+    };
+    case.now += SignedDuration::from_millis(700);
+    case.step();
+    through_api(&mut case);
+    case.step();
+    through_api(&mut case);
+    case.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    case.later(10);
+    case.step();
+    through_api(&mut case);
+    let wave = case.wave("prodNA");
+    let rolled_out = wave.rolled_out_at.clone().expect("rolled out").0;
+    let started = wave.started_at.clone().expect("started").0;
+    assert_eq!(
+        rolled_out.duration_since(started),
+        SignedDuration::from_secs(10)
+    );
+    assert_eq!(rolled_out.subsec_millisecond(), 700);
+
+    // The 15m bake began at 10.7 s: at 910.5 s it still bakes.
+    case.now = t(910) + SignedDuration::from_millis(500);
+    case.step();
+    assert_eq!(case.wave("prodNA").phase, WavePhase::Baking);
+    case.now = t(910) + SignedDuration::from_millis(700);
+    case.step();
+    assert_eq!(case.wave("prodNA").phase, WavePhase::Succeeded);
+}
+
+#[test]
+fn composed_rollback_messages_repeat_no_word() {
+    use crate::controllers::doubled_word;
+    let mut decisions = Vec::new();
+    // Sequential waves: a success, then a region that never rolls out.
+    let mut case = Case::new(four_regions(1), read(vec![graphql("3.242.1")]));
+    decisions.push(case.step());
+    decisions.push(case.step());
+    case.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    decisions.push(case.step());
+    case.later(900);
+    decisions.push(case.step());
+    decisions.push(case.step());
+    let mut stuck = graphql("3.240.0");
+    stuck.rollout = Rollout::InProgress("0 of 2 replicas available".to_owned());
+    case.set_region("prodFE", read(vec![stuck]));
+    case.later(601);
+    decisions.push(case.step());
+    // An armed rollback fired by an alarm, failed by it during the bake.
+    let mut armed = Case::new(armed_spec(), read(vec![graphql("3.242.1")]));
+    decisions.push(armed.step());
+    armed.alarms = vec![alarm(AlarmState::Alarm, Severity::Sev2, t(0))];
+    decisions.push(armed.step());
+    decisions.push(armed.step());
+    armed.set_region("prodNA", read(vec![graphql("3.240.0")]));
+    decisions.push(armed.step());
+    armed.later(120);
+    decisions.push(armed.step());
+    let messages = decisions.iter().flat_map(|d| {
+        d.notes
+            .iter()
+            .map(|n| n.message.clone())
+            .chain(d.status.conditions.iter().map(|c| c.message.clone()))
+            .chain(d.status.waves.iter().filter_map(|w| w.message.clone()))
+            .collect::<Vec<_>>()
+    });
+    let mut seen = 0;
+    for message in messages {
+        seen += 1;
+        assert_eq!(doubled_word(&message), None, "{message}");
+    }
+    assert!(seen > 10, "only {seen} messages composed");
 }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 
@@ -58,6 +58,10 @@ impl Scenario {
     }
 
     fn decide_with(&mut self, seconds: i64, request: Option<&str>) -> Decision {
+        self.decide_at(at(seconds), request)
+    }
+
+    fn decide_at(&mut self, now: Timestamp, request: Option<&str>) -> Decision {
         let world = World {
             spec: &self.spec,
             generation: self.generation,
@@ -66,7 +70,7 @@ impl Scenario {
             missing: &self.missing,
             window: self.window.clone(),
             request,
-            now: at(seconds),
+            now,
         };
         let decision = decide(&world);
         self.status = decision.status.clone();
@@ -80,6 +84,12 @@ impl Scenario {
     fn request(&mut self, seconds: i64, action: &str) -> Decision {
         let text = format!("{action} at {seconds}");
         self.decide_with(seconds, Some(&text))
+    }
+
+    /// The status as the controller reads it back from the API server.
+    fn through_api(&mut self) {
+        let json = serde_json::to_value(&self.status).expect("status serialises");
+        self.status = serde_json::from_value(json).expect("status reads back");
     }
 
     fn served(&self, realm: &str) -> Option<Allocation> {
@@ -525,4 +535,123 @@ fn an_invalid_request_is_reported_once_and_recorded() {
         dial.status.last_action.as_ref().map(|a| a.request.as_str()),
         Some("dial-up now")
     );
+}
+
+#[test]
+fn a_bake_read_back_from_the_api_never_ends_early() {
+    let mut dial = Scenario::new(PROGRESSIVE);
+    let started = at(0) + SignedDuration::from_millis(400);
+    dial.decide_at(started, None);
+    dial.through_api();
+    assert_eq!(dial.phase(), Some(DialPhase::Baking));
+    let step = dial.status.step.clone().expect("a step");
+    let (from, until) = (
+        step.started_at.expect("started").0,
+        step.bake_until.expect("baking").0,
+    );
+    assert_eq!(from, started);
+    assert_eq!(until.duration_since(from), SignedDuration::from_mins(10));
+
+    // 0.2 s before the 10m bake ends, NA still bakes and EU has not moved.
+    let d = dial.decide_at(at(600) + SignedDuration::from_millis(200), None);
+    dial.through_api();
+    assert_eq!(dial.phase(), Some(DialPhase::Baking));
+    assert!(d.notes.is_empty(), "{:?}", reasons(&d));
+    assert_eq!(dial.served("EU"), None);
+    assert!(d.requeue_after > Duration::ZERO && d.requeue_after <= Duration::from_millis(200));
+    dial.decide_at(at(600) + SignedDuration::from_millis(400), None);
+    assert_eq!(dial.served("EU"), Some(alloc(r#"{"C": 95, "T1": 5}"#)));
+}
+
+#[test]
+fn the_rollback_record_names_the_alarm_that_rolled_back_and_lists_the_others() {
+    let mut dial = Scenario::new(PROGRESSIVE);
+    dial.decide(0);
+    dial.alarm("na-errors", AlarmState::Alarm, Severity::Sev2, Some("NA"));
+    let first = dial.decide(10);
+    let event = first
+        .notes
+        .iter()
+        .find(|n| n.reason == "RolledBack")
+        .expect("a RolledBack event");
+    assert!(event.message.contains("na-errors"), "{}", event.message);
+
+    // A more severe alarm fires later: NA is back already, EU and FE go too.
+    dial.alarm("latency", AlarmState::Alarm, Severity::Sev1, None);
+    let later = dial.decide(20);
+    let record = dial.status.rollback.clone().expect("a rollback record");
+    assert_eq!(record.alarm.as_deref(), Some("na-errors"));
+    assert_eq!(record.other_alarms, vec!["latency".to_owned()]);
+    assert_eq!(record.realms, vec!["NA", "EU", "FE"]);
+    assert_eq!(record.at, MicroTime(at(10)));
+    assert_eq!(reasons(&later), vec!["RolledBack"]);
+    assert!(
+        later.notes[0].message.contains("latency")
+            && later.notes[0].message.contains("rolled back EU, FE "),
+        "{}",
+        later.notes[0].message
+    );
+
+    // Nothing new: nothing written, nothing said.
+    let quiet = dial.decide(30);
+    assert!(quiet.notes.is_empty());
+    assert_eq!(quiet.status, dial.status);
+}
+
+/// Every message a decision composes: events, conditions, what it waits for.
+fn messages(decision: &Decision) -> Vec<String> {
+    let mut all: Vec<String> = decision.notes.iter().map(|n| n.message.clone()).collect();
+    all.extend(decision.status.conditions.iter().map(|c| c.message.clone()));
+    all.extend(
+        decision
+            .status
+            .step
+            .as_ref()
+            .and_then(|s| s.waiting_for.clone()),
+    );
+    all.extend(decision.status.rollback.as_ref().map(|r| r.message.clone()));
+    all
+}
+
+#[test]
+fn composed_messages_repeat_no_word() {
+    use crate::{
+        api::change_window::{ChangeWindowSpec, ChangeWindowStatus},
+        controllers::{change_window::window::evaluate, doubled_word},
+    };
+    let window: ChangeWindowSpec = serde_json::from_value(serde_json::json!({
+        "timeZone": "UTC",
+        "blackouts": [{"name": "holiday-freeze", "start": "2027-01-01T00:00:00Z", "end": "2027-02-01T00:00:00Z"}]
+    }))
+    .expect("a valid window");
+    let verdict = evaluate(&window, at(0), &[]).expect("evaluates");
+    assert!(!verdict.open, "{verdict:?}");
+    let status = ChangeWindowStatus {
+        open: Some(false),
+        reason: Some(verdict.reason),
+        ..ChangeWindowStatus::default()
+    };
+
+    let mut dial = Scenario::new(PROGRESSIVE);
+    dial.window = window_gate("merge-protocol", Some(&status));
+    let mut decisions = vec![dial.decide(0)];
+    assert_eq!(dial.phase(), Some(DialPhase::Waiting));
+    dial.window = window_gate("merge-protocol", None);
+    decisions.push(dial.decide(1));
+    dial.window = WindowGate::Open;
+    decisions.push(dial.decide(2));
+    decisions.push(dial.request(3, "pause"));
+    decisions.push(dial.request(4, "promote"));
+    decisions.push(dial.request(5, "resume"));
+    dial.alarm("errors", AlarmState::Alarm, Severity::Sev2, None);
+    dial.alarm("latency", AlarmState::Alarm, Severity::Sev3, None);
+    decisions.push(dial.decide(6));
+    decisions.push(dial.request(7, "retry"));
+    decisions.push(dial.request(8, "abort"));
+    decisions.push(dial.request(9, "bogus"));
+    dial.missing = vec!["Alarm \"gone\" not found".to_owned()];
+    decisions.push(dial.decide(10));
+    for message in decisions.iter().flat_map(messages) {
+        assert_eq!(doubled_word(&message), None, "{message}");
+    }
 }

@@ -86,6 +86,11 @@ impl GitLabContract {
             .insert(token.to_owned(), (username.to_owned(), maintainer));
     }
 
+    /// Stops accepting `token`: GitLab answers 401 to it.
+    pub fn remove_token(&self, token: &str) {
+        lock(&self.contract).tokens.remove(token);
+    }
+
     /// The schedule `id` as it is now.
     pub fn schedule(&self, id: i64) -> Option<Schedule> {
         lock(&self.contract).schedules.get(&id).cloned()
