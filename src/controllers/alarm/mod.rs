@@ -6,6 +6,7 @@
 
 pub mod alertmanager;
 pub mod evaluate;
+pub mod guardrail;
 pub mod prometheus;
 
 use std::{
@@ -32,6 +33,7 @@ use crate::{
     api::{
         Alarm,
         alarm::{AlarmState, AlarmStatus, AlertmanagerSource, PrometheusSource},
+        common::{Duration as ApiDuration, SecretKeyRef},
         conditions::{self, DesiredCondition},
     },
     controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
@@ -148,9 +150,9 @@ impl AlarmContext {
         })
     }
 
-    /// How long until the alarm is due, or `None` when it is due now.
-    fn not_due(&self, alarm: &Alarm, source: &PrometheusSource) -> Option<Duration> {
-        let interval = source.interval.get();
+    /// How long until the alarm, evaluated every `interval`, is due, or
+    /// `None` when it is due now.
+    fn not_due(&self, alarm: &Alarm, interval: Duration) -> Option<Duration> {
         let generation = alarm.meta().generation.unwrap_or_default();
         let remembered = self
             .queried
@@ -176,7 +178,7 @@ impl AlarmContext {
         interval.checked_sub(elapsed).filter(|left| !left.is_zero())
     }
 
-    fn remember(&self, alarm: &Alarm, source: &PrometheusSource) {
+    fn remember(&self, alarm: &Alarm, interval: Duration) {
         if let Ok(mut queried) = self.queried.lock() {
             // Deleted alarms are never reconciled again: forget whatever has
             // not been queried for two of its intervals.
@@ -187,7 +189,7 @@ impl AlarmContext {
                 Queried {
                     generation: alarm.meta().generation.unwrap_or_default(),
                     at: Instant::now(),
-                    interval: source.interval.get(),
+                    interval,
                 },
             );
         }
@@ -203,46 +205,40 @@ pub async fn reconcile(alarm: Arc<Alarm>, cx: Arc<AlarmContext>) -> Result<Actio
     let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
     };
-    match (&alarm.spec.prometheus, &alarm.spec.alertmanager) {
-        (Some(source), _) => pull(&alarm, source, &cx).await,
-        (None, Some(source)) => review_alerts(&alarm, source, ctx).await,
+    match (
+        &alarm.spec.prometheus,
+        &alarm.spec.alertmanager,
+        &alarm.spec.guardrail,
+    ) {
+        (Some(source), _, _) => pull(&alarm, source, &cx).await,
+        (None, Some(source), _) => review_alerts(&alarm, source, ctx).await,
+        (None, None, Some(source)) => guardrail::evaluate(&alarm, source, &cx).await,
         // The API server rejects an alarm without a source.
-        (None, None) => Ok(Action::await_change()),
+        (None, None, None) => Ok(Action::await_change()),
     }
 }
 
 /// Queries Prometheus when the alarm is due and records the datapoint.
 async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Result<Action> {
-    if let Some(wait) = cx.not_due(alarm, source) {
+    if let Some(wait) = cx.not_due(alarm, source.interval.get()) {
         return Ok(Action::requeue(wait));
     }
-    cx.remember(alarm, source);
+    cx.remember(alarm, source.interval.get());
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
-    let sample = match &source.bearer_token_secret_ref {
-        None => {
+    let sample = match bearer_token(ctx, &namespace, source.bearer_token_secret_ref.as_ref()).await
+    {
+        Ok(token) => {
             prometheus::query(
                 &cx.http,
                 &source.url,
                 &source.query,
                 source.timeout.get(),
-                None,
+                token.as_deref(),
             )
             .await
         }
-        Some(key) => match read_secret_key(&ctx.client, &namespace, key).await {
-            Ok(token) => {
-                prometheus::query(
-                    &cx.http,
-                    &source.url,
-                    &source.query,
-                    source.timeout.get(),
-                    Some(&token),
-                )
-                .await
-            }
-            Err(message) => Sample::Failed(message),
-        },
+        Err(message) => Sample::Failed(message),
     };
 
     let generation = alarm.meta().generation.unwrap_or_default();
@@ -262,26 +258,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         .alarm_evaluations
         .with_label_values(&[evaluation.outcome.as_str()])
         .inc();
-    let desired = match &evaluation.source_error {
-        None => vec![
-            DesiredCondition::new(
-                conditions::READY,
-                true,
-                "Evaluated",
-                format!("queried every {}", source.interval),
-            ),
-            DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
-        ],
-        Some(error) => vec![
-            DesiredCondition::new(conditions::READY, false, "SourceUnavailable", error.clone()),
-            DesiredCondition::new(
-                conditions::DEGRADED,
-                true,
-                "SourceUnavailable",
-                error.clone(),
-            ),
-        ],
-    };
+    let desired = source_conditions(evaluation.source_error.as_ref(), source.interval);
     let next = AlarmStatus {
         observed_generation: Some(generation),
         state: Some(evaluation.state),
@@ -294,6 +271,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         },
         datapoints: evaluation.datapoints,
         alerts: Vec::new(),
+        realms: Vec::new(),
         conditions: conditions::merge(&status.conditions, &desired, Some(generation), &now),
     };
     let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -314,6 +292,42 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         ctx.publish(&reference, KIND, note).await;
     }
     Ok(Action::requeue(source.interval.get()))
+}
+
+/// The bearer token for Prometheus, when the source names one.
+async fn bearer_token(
+    ctx: &Context,
+    namespace: &str,
+    key: Option<&SecretKeyRef>,
+) -> Result<Option<String>, String> {
+    match key {
+        None => Ok(None),
+        Some(key) => read_secret_key(&ctx.client, namespace, key).await.map(Some),
+    }
+}
+
+/// `Ready` and `Degraded` after an evaluation of a pulled source.
+fn source_conditions(error: Option<&String>, interval: ApiDuration) -> Vec<DesiredCondition> {
+    match error {
+        None => vec![
+            DesiredCondition::new(
+                conditions::READY,
+                true,
+                "Evaluated",
+                format!("queried every {interval}"),
+            ),
+            DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
+        ],
+        Some(error) => vec![
+            DesiredCondition::new(conditions::READY, false, "SourceUnavailable", error.clone()),
+            DesiredCondition::new(
+                conditions::DEGRADED,
+                true,
+                "SourceUnavailable",
+                error.clone(),
+            ),
+        ],
+    }
 }
 
 /// Marks recorded alerts stale when Alertmanager stopped re-sending them,

@@ -87,6 +87,9 @@ pub struct AlarmReading {
     pub severity: Severity,
     /// The realm it is scoped to.
     pub realm: Option<String>,
+    /// For a guardrail, which decides per realm: the realms in `state`;
+    /// only those roll back.
+    pub realms: Option<Vec<String>>,
     /// Its last value.
     pub value: Option<f64>,
     /// Its threshold, when it has one.
@@ -441,11 +444,18 @@ impl<'w, 'a> Draft<'w, 'a> {
         let rollback = self.rollback.clone();
         let mut affected: Vec<String> = Vec::new();
         for alarm in &firing {
-            let realms: Vec<String> = match &alarm.realm {
-                Some(realm) if self.spec().realms.contains(realm) => vec![realm.clone()],
+            let realms: Vec<String> = match (&alarm.realms, &alarm.realm) {
+                (Some(scoped), _) => self
+                    .spec()
+                    .realms
+                    .iter()
+                    .filter(|realm| scoped.contains(realm))
+                    .cloned()
+                    .collect(),
+                (None, Some(realm)) if self.spec().realms.contains(realm) => vec![realm.clone()],
                 // Scoped to a realm this dial does not serve: nothing to do.
-                Some(_) => Vec::new(),
-                None => self.spec().realms.clone(),
+                (None, Some(_)) => Vec::new(),
+                (None, None) => self.spec().realms.clone(),
             };
             let message = format!("rolled back: {}", describe_alarm(alarm));
             self.move_realms(&realms, &rollback, true, ChangeReason::Rollback, &message);
@@ -927,7 +937,9 @@ fn describe_alarm(alarm: &AlarmReading) -> String {
         "alarm {} ({}) is {}",
         alarm.name, alarm.severity, alarm.state
     );
-    if let Some(realm) = &alarm.realm {
+    if let Some(realms) = &alarm.realms {
+        text.push_str(&format!(" in {}", realms.join(", ")));
+    } else if let Some(realm) = &alarm.realm {
         text.push_str(&format!(" in {realm}"));
     }
     match (alarm.value, alarm.threshold) {
