@@ -218,10 +218,26 @@ async fn a_regression_rolls_back_its_realm_an_a_a_run_does_not_and_a_broken_assi
     .await
     .unwrap_or_else(|error| panic!("cannot start Prometheus: {error}"));
 
-    let dials_yaml: String = ["regress", "same", "broken"]
+    let mut dials_yaml: String = ["regress", "same", "broken"]
         .iter()
         .map(|dial| dial_and_guardrail(dial, &prometheus))
         .collect();
+    // A guardrail whose dial does not exist: stalled, never OK.
+    dials_yaml.push_str(&format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: orphan-errors
+spec:
+  severity: Sev2
+  guardrail:
+    dialRef: {{name: nope}}
+    url: {}
+    trials: sum(increase(sim_requests_total[$window]))
+    outcomes: sum(increase(sim_errors_total[$window]))
+",
+        prometheus.url()
+    ));
     apply_yaml(plane, ns.name(), &dials_yaml).await;
     let client = plane.client().await.expect("client");
     let alarms: Api<Alarm> = Api::namespaced(client.clone(), ns.name());
@@ -369,6 +385,20 @@ async fn a_regression_rolls_back_its_realm_an_a_a_run_does_not_and_a_broken_assi
         None,
         "a mismatch decides nothing"
     );
+
+    let orphan = alarms.get("orphan-errors").await.expect("the orphan alarm");
+    let orphan = orphan.status.expect("evaluated long ago");
+    assert_eq!(orphan.state, Some(AlarmState::InsufficientData));
+    let stalled = orphan
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("a Stalled condition");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "DialNotFound")
+    );
+    assert!(stalled.message.contains("nope"), "{}", stalled.message);
 
     for service in services {
         service.abort();

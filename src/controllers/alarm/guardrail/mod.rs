@@ -49,12 +49,12 @@ pub(super) async fn evaluate(
         .get_opt(&source.dial_ref.name)
         .await
         .map_err(Error::Kube)?;
-    let (realms, source_error, reason) = match dial {
+    let (realms, source_error, missing) = match dial {
         None => (
             Vec::new(),
             None,
             Some(format!(
-                "WeblabDial {namespace}/{} not found",
+                "WeblabDial {namespace}/{} not found; fix spec.guardrail.dialRef",
                 source.dial_ref.name
             )),
         ),
@@ -76,8 +76,8 @@ pub(super) async fn evaluate(
             (realms, failure, None)
         }
     };
-    let (state, reason, value) = match reason {
-        Some(missing) => (AlarmState::InsufficientData, missing, None),
+    let (state, reason, value) = match &missing {
+        Some(missing) => (AlarmState::InsufficientData, missing.clone(), None),
         None => plan::overall(&realms),
     };
 
@@ -89,7 +89,24 @@ pub(super) async fn evaluate(
         .filter(|r| r.sample_ratio.as_ref().is_some_and(|s| s.mismatch))
         .map(|r| r.reason.clone())
         .collect();
-    let mut desired = source_conditions(source_error.as_ref(), source.interval);
+    let mut desired = match &missing {
+        // Without its dial the guardrail has nothing to compare: stalled
+        // until the reference resolves, not a Prometheus problem.
+        Some(missing) => vec![
+            DesiredCondition::new(conditions::READY, false, "DialNotFound", missing.clone()),
+            DesiredCondition::new(conditions::STALLED, true, "DialNotFound", missing.clone()),
+        ],
+        None => {
+            let mut desired = source_conditions(source_error.as_ref(), source.interval);
+            desired.push(DesiredCondition::new(
+                conditions::STALLED,
+                false,
+                "DialFound",
+                "",
+            ));
+            desired
+        }
+    };
     desired.push(if mismatched.is_empty() {
         DesiredCondition::new(SAMPLE_RATIO_MISMATCH, false, "SharesMatch", "")
     } else {
@@ -125,6 +142,11 @@ pub(super) async fn evaluate(
 
     let reference = alarm.object_ref(&());
     let mut notes: Vec<Note> = transition(alarm, &status, &next).into_iter().collect();
+    if let Some(missing) = &missing
+        && !conditions::is_true(&status.conditions, conditions::STALLED)
+    {
+        notes.push(Note::warning("ReferenceNotFound", missing.clone()));
+    }
     if !mismatched.is_empty() && !conditions::is_true(&status.conditions, SAMPLE_RATIO_MISMATCH) {
         notes.push(Note::warning("SampleRatioMismatch", mismatched.join("; ")));
     }
