@@ -404,3 +404,101 @@ spec:
         service.abort();
     }
 }
+
+/// The trials control has counted in `realm`, as the guardrail last saw them.
+async fn control_trials(alarms: &Api<Alarm>, alarm: &str, realm: &str) -> Option<f64> {
+    realm_result(alarms, alarm, realm)
+        .await?
+        .treatments
+        .first()
+        .map(|t| t.control_trials)
+}
+
+/// Polls until control's trials reach `target`, asserting that they never
+/// fall well below `floor` meanwhile (a count restarted from zero would;
+/// Prometheus's extrapolation at the window's ends may move a few trials).
+async fn trials_keep_growing(alarms: &Api<Alarm>, floor: f64, target: f64, operator: &Operator) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(trials) = control_trials(alarms, "steady-errors", "EU").await {
+            assert!(
+                trials >= 0.9 * floor,
+                "control's trials fell from {floor} to {trials}: a count started again"
+            );
+            if trials >= target {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "control's trials never reached {target}\nlog:\n{}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn counts_survive_a_service_restart_and_an_operator_restart() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook(plane, "guardrail-restart").await;
+    let metrics = Arc::new(MetricsEndpoint::serve().expect("a metrics endpoint"));
+    let mut options = PrometheusOptions::default();
+    options.scrape_targets = vec![metrics.address()];
+    let prometheus = Prometheus::start(
+        plane.dir().join(format!("prometheus-{}", ns.name())),
+        options,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("cannot start Prometheus: {error}"));
+    apply_yaml(plane, ns.name(), &dial_and_guardrail("steady", &prometheus)).await;
+    let client = plane.client().await.expect("client");
+    let alarms: Api<Alarm> = Api::namespaced(client.clone(), ns.name());
+    let dials: Api<WeblabDial> = Api::namespaced(client.clone(), ns.name());
+    wait_phase(&dials, "steady", DialPhase::Dialed, &operator).await;
+    let behaviour = Behaviour {
+        dial: "steady",
+        realms: ["EU", "NA"],
+        t1_errors: [BASE_ERRORS, BASE_ERRORS],
+        ignored: 0.0,
+    };
+    let start = |base: &str| {
+        tokio::spawn(serve(
+            base.to_owned(),
+            ns.name().to_owned(),
+            behaviour.clone(),
+            Arc::clone(&metrics),
+        ))
+    };
+
+    let service = start(&operator.base);
+    trials_keep_growing(&alarms, 0.0, 3000.0, &operator).await;
+    // The service restarts: its counters start again from zero.
+    service.abort();
+    let before = control_trials(&alarms, "steady-errors", "EU")
+        .await
+        .unwrap_or_default();
+    let service = start(&operator.base);
+    trials_keep_growing(&alarms, before, before + 3000.0, &operator).await;
+
+    // The operator restarts: it counts from the stage's start again, not
+    // from its own.
+    service.abort();
+    let before = control_trials(&alarms, "steady-errors", "EU")
+        .await
+        .unwrap_or_default();
+    assert!(operator.terminate().await.success());
+    let secret = format!("{}/weblab-webhook", ns.name());
+    let operator = Operator::start(
+        plane,
+        &["--namespace", ns.name(), "--webhook-token-secret", &secret],
+    )
+    .await;
+    let service = start(&operator.base);
+    trials_keep_growing(&alarms, before, before + 3000.0, &operator).await;
+    let eu = realm_result(&alarms, "steady-errors", "EU")
+        .await
+        .expect("a result for EU");
+    assert_eq!(eu.state, AlarmState::Ok, "{}", eu.reason);
+    service.abort();
+}
