@@ -159,6 +159,7 @@ pub(super) async fn evaluate(
         ));
     }
     for note in &notes {
+        tracing::info!(reason = note.reason, "{}", note.message);
         ctx.publish(&reference, KIND, note).await;
     }
     Ok(Action::requeue(interval))
