@@ -318,6 +318,32 @@ spec:
         Some(false),
         "NA keeps its allocation"
     );
+    // What the assignment API serves: control to every unit in EU, T1 to
+    // some in NA.
+    let t1_units = |realm: &'static str| {
+        let base = operator.base.clone();
+        let namespace = ns.name().to_owned();
+        async move {
+            let units: Vec<String> = (0..1000).map(|i| format!("probe-{i}")).collect();
+            let body: Value = http()
+                .post(format!("{base}/v1/weblabs/{namespace}/regress/treatments"))
+                .json(&json!({"realm": realm, "units": units}))
+                .send()
+                .await
+                .expect("the operator answers")
+                .json()
+                .await
+                .expect("JSON");
+            body["treatments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|item| item["treatment"] == "T1")
+                .count()
+        }
+    };
+    assert_eq!(t1_units("EU").await, 0);
+    assert!(t1_units("NA").await > 0);
 
     // A/A: with enough trials in both realms the guardrail says OK, and the
     // dial was never rolled back.
