@@ -110,6 +110,13 @@ pub struct GuardrailSource {
     #[schemars(length(min = 1, max = 8192))]
     pub trials: String,
 
+    /// To compare a mean (latency) rather than a rate: PromQL summing the
+    /// squares of the values, with the same placeholders; `outcomes` then
+    /// sums the values (e.g. a summary's `_sum`) and `trials` counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8192))]
+    pub squares: Option<String>,
+
     /// Whether a higher (errors) or a lower (successes) rate is worse.
     #[serde(default)]
     pub worse: WorseDirection,
@@ -496,11 +503,11 @@ pub struct TreatmentComparison {
     pub trials: f64,
     /// Control's trials.
     pub control_trials: f64,
-    /// Its outcome rate.
+    /// Its outcome rate (or mean).
     pub rate: f64,
-    /// Control's outcome rate.
+    /// Control's outcome rate (or mean).
     pub control_rate: f64,
-    /// The estimate: its rate minus control's.
+    /// The estimate: its rate (or mean) minus control's.
     pub estimate: f64,
     /// The lower end of the confidence sequence of the estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]

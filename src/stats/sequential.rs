@@ -33,7 +33,9 @@
 //!
 //! The variance of each rate is `p̃(1-p̃)/n` with `p̃ = (x+1)/(n+2)` (the
 //! Laplace estimate), so an arm with no outcomes yet does not claim zero
-//! variance; below the floor of trials per arm nothing is decided.
+//! variance; below the floor of trials per arm nothing is decided. A mean
+//! (latency) is compared the same way, its variance the sample variance of
+//! the values (from their sum and the sum of their squares) over `n`.
 
 /// The number of trials (control plus treatment) at which the sequence is
 /// tightest; it stays valid at every other count, only a little wider. A
@@ -71,17 +73,20 @@ pub struct Test {
     pub min_trials: f64,
 }
 
-/// Outcomes among trials, counted from the start of the stage.
+/// Outcomes among trials, counted from the start of the stage; or, for a
+/// mean (latency), the sum of the values and of their squares.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Arm {
     /// Trials (e.g. requests).
     pub trials: f64,
-    /// Outcomes among them (e.g. errors).
+    /// Outcomes among them (e.g. errors); for a mean, the sum of the values.
     pub outcomes: f64,
+    /// For a mean: the sum of the squared values. `None` for a rate.
+    pub squares: Option<f64>,
 }
 
 impl Arm {
-    /// The observed rate (0 without trials).
+    /// The observed rate, or mean (0 without trials).
     pub fn rate(self) -> f64 {
         if self.trials > 0.0 {
             self.outcomes / self.trials
@@ -90,11 +95,36 @@ impl Arm {
         }
     }
 
-    /// The variance of the rate's estimate, from the Laplace estimate of the
-    /// rate so that no arm claims zero variance.
+    /// The variance of the estimate. A rate's comes from its Laplace
+    /// estimate, so that no arm claims zero variance; a mean's from the
+    /// sample variance of the values.
     fn variance(self) -> f64 {
-        let smoothed = (self.outcomes + 1.0) / (self.trials + 2.0);
-        smoothed * (1.0 - smoothed) / self.trials.max(1.0)
+        let n = self.trials.max(1.0);
+        match self.squares {
+            None => {
+                let smoothed = (self.outcomes + 1.0) / (self.trials + 2.0);
+                smoothed * (1.0 - smoothed) / n
+            }
+            Some(squares) => {
+                let mean = self.outcomes / n;
+                (squares / n - mean * mean).max(0.0) / n
+            }
+        }
+    }
+
+    /// Counts that can be: finite, no more outcomes than trials for a rate,
+    /// squares consistent with the sum for a mean (Cauchy-Schwarz).
+    fn is_possible(self) -> bool {
+        let finite = self.trials.is_finite() && self.outcomes.is_finite() && self.trials >= 0.0;
+        finite
+            && match self.squares {
+                None => self.outcomes >= 0.0 && self.outcomes <= self.trials,
+                Some(squares) => {
+                    squares.is_finite()
+                        && squares >= 0.0
+                        && self.outcomes * self.outcomes <= self.trials * squares * (1.0 + 1e-9)
+                }
+            }
     }
 }
 
@@ -153,13 +183,9 @@ pub fn compare(control: Arm, treatment: Arm, test: &Test, comparisons: usize) ->
         interval: (f64::NEG_INFINITY, f64::INFINITY),
         margin: f64::NEG_INFINITY,
     };
-    let sane = |arm: Arm| {
-        arm.trials.is_finite()
-            && arm.outcomes.is_finite()
-            && arm.outcomes >= 0.0
-            && arm.outcomes <= arm.trials
-    };
-    if !sane(control) || !sane(treatment) || control.trials.min(treatment.trials) < test.min_trials
+    if !control.is_possible()
+        || !treatment.is_possible()
+        || control.trials.min(treatment.trials) < test.min_trials
     {
         return insufficient;
     }
@@ -299,16 +325,64 @@ mod tests {
         assert!(detected >= 950, "detected in {detected} of 1,000 runs");
     }
 
+    /// Per-request latencies, lognormal (heavy right tail, median 100 ms):
+    /// `rps` requests/s split evenly, evaluated every 15 s for 10 minutes
+    /// on sums and sums of squares; the seconds to the first `ALARM`.
+    fn latency_run(test: &Test, rps: u32, slower: f64, rng: &mut Rng) -> Option<u32> {
+        let mut arms = [Arm {
+            squares: Some(0.0),
+            ..Arm::default()
+        }; 2];
+        for look in 1..=40 {
+            for _ in 0..rps * 15 {
+                let arm = usize::from(rng.uniform() < 0.5);
+                let scale = if arm == 1 { slower } else { 1.0 };
+                let latency = scale * (0.1f64.ln() + rng.normal()).exp();
+                arms[arm].trials += 1.0;
+                arms[arm].outcomes += latency;
+                arms[arm].squares = arms[arm].squares.map(|s| s + latency * latency);
+            }
+            if compare(arms[0], arms[1], test, 1).verdict == Verdict::Worse {
+                return Some(look * 15);
+            }
+        }
+        None
+    }
+
+    /// 10,000 A/A runs of a heavy-tailed latency mean: false alarms stay
+    /// within the level; a 1.5x slower treatment is caught.
+    #[test]
+    fn a_a_latency_means_alarm_at_most_at_the_stated_level() {
+        let test = test(0.95, Tolerance::Relative(0.0));
+        let mut rng = Rng::new(8);
+        let alarms = (0..10_000)
+            .filter(|_| latency_run(&test, 10, 1.0, &mut rng).is_some())
+            .count();
+        assert!(
+            (alarms as f64) <= ceiling(10_000, 0.05),
+            "{alarms} false alarms"
+        );
+        let detected = (0..200)
+            .filter(|_| latency_run(&test, 10, 1.5, &mut rng).is_some())
+            .count();
+        assert!(
+            detected >= 190,
+            "a 1.5x slower treatment caught in {detected} of 200"
+        );
+    }
+
     #[test]
     fn below_the_floor_or_with_impossible_counts_nothing_is_decided() {
         let test = test(0.95, Tolerance::Relative(0.0));
         let control = Arm {
             trials: 100_000.0,
             outcomes: 1000.0,
+            squares: None,
         };
         let few = Arm {
             trials: 999.0,
             outcomes: 999.0,
+            squares: None,
         };
         assert_eq!(
             compare(control, few, &test, 1).verdict,
@@ -318,14 +392,17 @@ mod tests {
             Arm {
                 trials: 5000.0,
                 outcomes: 6000.0,
+                squares: None,
             },
             Arm {
                 trials: 5000.0,
                 outcomes: -1.0,
+                squares: None,
             },
             Arm {
                 trials: f64::NAN,
                 outcomes: 1.0,
+                squares: None,
             },
         ] {
             assert_eq!(
@@ -336,6 +413,7 @@ mod tests {
         let worse = Arm {
             trials: 5000.0,
             outcomes: 500.0,
+            squares: None,
         };
         let comparison = compare(control, worse, &test, 1);
         assert_eq!(comparison.verdict, Verdict::Worse);
@@ -349,10 +427,12 @@ mod tests {
         let control = Arm {
             trials: 20_000.0,
             outcomes: 200.0,
+            squares: None,
         };
         let treatment = Arm {
             trials: 20_000.0,
             outcomes: 260.0,
+            squares: None,
         };
         let one = compare(control, treatment, &test, 1);
         let five = compare(control, treatment, &test, 5);

@@ -175,11 +175,17 @@ async fn query(
     let Work::Query { window, arms } = &realm.work else {
         return Vec::new();
     };
-    // Trials then outcomes of each arm, in the arms' order.
+    // Trials, outcomes (and squares) of each arm, in the arms' order.
+    let templates: Vec<&String> = [Some(&source.trials), Some(&source.outcomes)]
+        .into_iter()
+        .chain([source.squares.as_ref()])
+        .flatten()
+        .collect();
     let queries: Vec<String> = arms
         .iter()
         .flat_map(|(treatment, _)| {
-            [&source.trials, &source.outcomes]
+            templates
+                .iter()
                 .map(|template| plan::render(template, treatment, &realm.realm, *window))
         })
         .collect();
@@ -197,10 +203,11 @@ async fn query(
         .collect()
         .await;
     samples
-        .chunks_exact(2)
-        .map(|pair| Counts {
-            trials: pair[0].clone(),
-            outcomes: pair[1].clone(),
+        .chunks_exact(templates.len())
+        .map(|arm| Counts {
+            trials: arm[0].clone(),
+            outcomes: arm[1].clone(),
+            squares: arm.get(2).cloned(),
         })
         .collect()
 }
@@ -227,6 +234,7 @@ fn failed(realm: &RealmPlan, error: &str) -> Vec<Counts> {
         .map(|_| Counts {
             trials: failure(),
             outcomes: failure(),
+            squares: None,
         })
         .collect()
 }

@@ -73,8 +73,10 @@ pub enum Work {
 pub struct Counts {
     /// Trials.
     pub trials: Sample,
-    /// Outcomes.
+    /// Outcomes, or the sum of the values for a mean.
     pub outcomes: Sample,
+    /// For a mean: the sum of the squared values.
+    pub squares: Option<Sample>,
 }
 
 /// Fills a query template for one treatment of one realm.
@@ -175,12 +177,22 @@ fn count(sample: &Sample) -> Result<f64, String> {
     }
 }
 
-fn percent(rate: f64) -> String {
-    format!("{:.3}%", rate * 100.0)
+/// A rate as a percentage, or a mean as it is.
+fn level_text(value: f64, mean: bool) -> String {
+    if mean {
+        format!("{value:.4}")
+    } else {
+        format!("{:.3}%", value * 100.0)
+    }
 }
 
-fn points(difference: f64) -> String {
-    format!("{:+.3}", difference * 100.0)
+/// A difference of rates in percentage points, or of means as it is.
+fn difference_text(value: f64, mean: bool) -> String {
+    if mean {
+        format!("{value:+.4}")
+    } else {
+        format!("{:+.3} points", value * 100.0)
+    }
 }
 
 fn shares(arms: &[(String, f64)], values: &[f64]) -> BTreeMap<String, f64> {
@@ -225,7 +237,17 @@ pub fn decide(
     let mut observed = Vec::with_capacity(arms.len());
     for c in counts {
         match (count(&c.trials), count(&c.outcomes)) {
-            (Ok(trials), Ok(outcomes)) => observed.push(Arm { trials, outcomes }),
+            (Ok(trials), Ok(outcomes)) => observed.push(Arm {
+                trials,
+                outcomes,
+                squares: match c.squares.as_ref().map(count).transpose() {
+                    Ok(squares) => squares,
+                    Err(error) => {
+                        let reason = format!("cannot sum the squares in {realm}: {error}");
+                        return (result(AlarmState::InsufficientData, reason), Some(error));
+                    }
+                },
+            }),
             (Err(error), _) | (_, Err(error)) => {
                 let reason = format!("cannot count trials and outcomes in {realm}: {error}");
                 return (result(AlarmState::InsufficientData, reason), Some(error));
@@ -262,6 +284,7 @@ pub fn decide(
 
     let control_name = arms.first().map_or("control", |(t, _)| t.as_str());
     let control = observed.first().copied().unwrap_or_default();
+    let mean = control.squares.is_some();
     let exposed: Vec<usize> = (1..arms.len()).filter(|&i| arms[i].1 > 0.0).collect();
     let level = format!("{}%", test.confidence * 100.0);
     let mut treatments = Vec::new();
@@ -281,12 +304,12 @@ pub fn decide(
                 worst = Some((
                     comparison.margin,
                     format!(
-                        "{name} is worse than {control_name} in {realm}: {} vs {} ({} points, {level} confidence sequence {} to {}) over {:.0} and {:.0} trials",
-                        percent(comparison.treatment_rate),
-                        percent(comparison.control_rate),
-                        points(comparison.difference),
-                        points(comparison.interval.0),
-                        points(comparison.interval.1),
+                        "{name} is worse than {control_name} in {realm}: {} vs {} ({}, {level} confidence sequence {} to {}) over {:.0} and {:.0} trials",
+                        level_text(comparison.treatment_rate, mean),
+                        level_text(comparison.control_rate, mean),
+                        difference_text(comparison.difference, mean),
+                        difference_text(comparison.interval.0, mean),
+                        difference_text(comparison.interval.1, mean),
                         observed[i].trials,
                         control.trials,
                     ),

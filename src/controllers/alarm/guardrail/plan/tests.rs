@@ -50,6 +50,7 @@ fn counts(arms: &[(f64, f64)]) -> Vec<Counts> {
         .map(|&(trials, outcomes)| Counts {
             trials: Sample::Values(vec![trials]),
             outcomes: Sample::Values(vec![outcomes]),
+            squares: None,
         })
         .collect()
 }
@@ -180,6 +181,7 @@ fn too_few_trials_or_a_failed_query_decide_nothing() {
         Counts {
             trials: Sample::Failed("connection refused".to_owned()),
             outcomes: Sample::Values(vec![]),
+            squares: None,
         },
     ];
     let (realm, error) = decide(&plan("EU"), &failed, &test);
@@ -211,4 +213,42 @@ fn a_sample_ratio_mismatch_withholds_the_decision() {
 #[test]
 fn with_no_realm_the_guardrail_has_no_data() {
     assert_eq!(overall(&[]).0, AlarmState::InsufficientData);
+}
+
+#[test]
+fn with_squares_the_means_are_compared() {
+    let test = test(&source());
+    // Control: 57,000 requests of mean 0.100 s (sd 0.1); T1: 3,000 of mean
+    // 0.150 s, same spread.
+    let arm = |n: f64, mean: f64| Counts {
+        trials: Sample::Values(vec![n]),
+        outcomes: Sample::Values(vec![n * mean]),
+        squares: Some(Sample::Values(vec![n * (0.01 + mean * mean)])),
+    };
+    let counts = vec![arm(57_000.0, 0.1), arm(3_000.0, 0.15)];
+    let (realm, _) = decide(&plan("EU"), &counts, &test);
+    assert_eq!(realm.state, AlarmState::Alarm, "{}", realm.reason);
+    assert!(
+        realm.reason.contains("0.1500 vs 0.1000"),
+        "{}",
+        realm.reason
+    );
+    let t1 = &realm.treatments[0];
+    assert!((t1.estimate - 0.05).abs() < 1e-9);
+
+    let same = vec![arm(57_000.0, 0.1), arm(3_000.0, 0.1)];
+    assert_eq!(decide(&plan("EU"), &same, &test).0.state, AlarmState::Ok);
+
+    // Squares too small for the sum cannot be: nothing is decided.
+    let impossible = vec![
+        arm(57_000.0, 0.1),
+        Counts {
+            squares: Some(Sample::Values(vec![1.0])),
+            ..arm(3_000.0, 0.15)
+        },
+    ];
+    assert_eq!(
+        decide(&plan("EU"), &impossible, &test).0.state,
+        AlarmState::InsufficientData
+    );
 }
