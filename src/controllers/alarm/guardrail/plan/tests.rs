@@ -99,6 +99,14 @@ fn templates_name_the_treatment_realm_and_window() {
     );
 }
 
+/// Checks that `realm` is in `ALARM` for a reason containing `fragment`,
+/// and returns T1's comparison.
+fn alarming_t1<'a>(realm: &'a RealmComparison, fragment: &str) -> &'a TreatmentComparison {
+    assert_eq!(realm.state, AlarmState::Alarm, "{}", realm.reason);
+    assert!(realm.reason.contains(fragment), "{}", realm.reason);
+    &realm.treatments[0]
+}
+
 #[test]
 fn a_doubled_error_rate_alarms_with_the_estimate() {
     let test = test(&source());
@@ -108,13 +116,7 @@ fn a_doubled_error_rate_alarms_with_the_estimate() {
         &test,
     );
     assert_eq!(error, None);
-    assert_eq!(realm.state, AlarmState::Alarm, "{}", realm.reason);
-    assert!(
-        realm.reason.contains("T1 is worse than C in EU"),
-        "{}",
-        realm.reason
-    );
-    let t1 = &realm.treatments[0];
+    let t1 = alarming_t1(&realm, "T1 is worse than C in EU");
     assert_eq!(t1.state, AlarmState::Alarm);
     assert!((t1.estimate - 0.01).abs() < 1e-12);
     assert!(t1.lower.is_some_and(|l| l > 0.0 && l < 0.01));
@@ -227,13 +229,7 @@ fn with_squares_the_means_are_compared() {
     };
     let counts = vec![arm(57_000.0, 0.1), arm(3_000.0, 0.15)];
     let (realm, _) = decide(&plan("EU"), &counts, &test);
-    assert_eq!(realm.state, AlarmState::Alarm, "{}", realm.reason);
-    assert!(
-        realm.reason.contains("0.1500 vs 0.1000"),
-        "{}",
-        realm.reason
-    );
-    let t1 = &realm.treatments[0];
+    let t1 = alarming_t1(&realm, "0.1500 vs 0.1000");
     assert!((t1.estimate - 0.05).abs() < 1e-9);
 
     let same = vec![arm(57_000.0, 0.1), arm(3_000.0, 0.1)];
