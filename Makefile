@@ -56,8 +56,9 @@ test: prereqs tools crds-check lint ## Everything CI runs: drift check, lints, u
 	$(CARGO) test --workspace --locked
 
 .PHONY: bench
-bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk).
+bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk, guardrail detection).
 	hack/prereqs.sh bench
+	$(CARGO) bench --locked --bench guardrail
 	$(CARGO) bench --locked --bench operator
 
 .PHONY: image

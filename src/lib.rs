@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod operator;
 pub mod outbound;
 pub mod server;
+pub mod stats;
 
 /// Every failure below `main`, one variant per source.
 #[derive(Debug, thiserror::Error)]

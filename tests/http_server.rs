@@ -11,8 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
-use support::{Operator, apply_yaml, control_plane, describe, eventually, http, tenant_client};
-use testenv::ControlPlane;
+use support::{Operator, control_plane, eventually, http, tenant_client};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -270,7 +269,6 @@ fn banner_dial(name: &str) -> Value {
                  "allocation": {"C": 40, "T1": 60}},
     })
 }
-
 
 async fn create_dial(client: &kube::Client, namespace: &str, dial: Value) {
     let dial: WeblabDial = serde_json::from_value(dial).expect("a valid dial");

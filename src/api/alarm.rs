@@ -7,7 +7,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Duration, MicroTime, SecretKeyRef, Severity};
+use std::collections::BTreeMap;
+
+use super::common::{Duration, LocalRef, MicroTime, SecretKeyRef, Severity};
 
 /// One signal watched against a threshold, from Prometheus (pulled) or
 /// Alertmanager (pushed to the operator's webhook).
@@ -43,8 +45,8 @@ use super::common::{Duration, MicroTime, SecretKeyRef, Severity};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("has(self.prometheus) != has(self.alertmanager)")
-    .message("set exactly one source: spec.prometheus or spec.alertmanager"))]
+#[x_kube(validation = Rule::new("[has(self.prometheus), has(self.alertmanager), has(self.guardrail)].filter(x, x).size() == 1")
+    .message("set exactly one source: spec.prometheus, spec.alertmanager or spec.guardrail"))]
 #[serde(rename_all = "camelCase")]
 pub struct AlarmSpec {
     /// How urgent a firing is; changes choose which severities roll them back.
@@ -68,6 +70,119 @@ pub struct AlarmSpec {
     /// Receive alerts pushed by Alertmanager to the operator's webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alertmanager: Option<AlertmanagerSource>,
+
+    /// Compare each treatment of a dial with its control, per realm, from
+    /// the application's own counters in Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<GuardrailSource>,
+}
+
+/// The confidence level of a guardrail that does not set one.
+pub const DEFAULT_CONFIDENCE: f64 = 0.99;
+
+/// A comparative guardrail: in every realm, each treatment's rate of an
+/// outcome (errors among requests) against control's, counted since the
+/// realm's current stage started, with an always-valid sequential test and
+/// a sample-ratio check. `ALARM` in a realm rolls back that realm only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("duration(self.interval) >= duration('5s')")
+    .message("interval must be at least 5s")
+    .field_path(".interval"))]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailSource {
+    /// The `WeblabDial` (same namespace) whose treatments are compared: its
+    /// first treatment is control; its status gives the shares served and
+    /// when each realm's stage started.
+    pub dial_ref: LocalRef,
+
+    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+
+    /// PromQL counting outcomes (e.g. errors) of one treatment in one realm
+    /// over a window; `$treatment`, `$realm` and `$window` (e.g. `347s`)
+    /// are substituted. E.g. `sum(increase(http_requests_total{weblab="checkout",
+    /// treatment="$treatment",realm="$realm",code=~"5.."}[$window]))`.
+    #[schemars(length(min = 1, max = 8192))]
+    pub outcomes: String,
+
+    /// PromQL counting trials (e.g. requests), with the same placeholders.
+    #[schemars(length(min = 1, max = 8192))]
+    pub trials: String,
+
+    /// To compare a mean (latency) rather than a rate: PromQL summing the
+    /// squares of the values, with the same placeholders; `outcomes` then
+    /// sums the values (e.g. a summary's `_sum`) and `trials` counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8192))]
+    pub squares: Option<String>,
+
+    /// Whether a higher (errors) or a lower (successes) rate is worse.
+    #[serde(default)]
+    pub worse: WorseDirection,
+
+    /// How much worse than control a treatment may be. Absent: any
+    /// regression the test can show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<GuardrailTolerance>,
+
+    /// The confidence level of the decision (1 - the false-alarm rate per
+    /// realm, whatever the number of evaluations).
+    #[serde(default = "default_confidence")]
+    #[schemars(range(min = 0.8, max = 0.9999))]
+    pub confidence: f64,
+
+    /// Fewer trials than this in control or in a treatment, since the stage
+    /// started, decide nothing (`INSUFFICIENT_DATA`).
+    #[serde(default = "default_min_trials")]
+    #[schemars(range(min = 100, max = 100_000_000))]
+    pub min_trials: u32,
+
+    /// How often to evaluate (at least 5s).
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+
+    /// How long each query may take; a timeout counts as missing data.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+
+    /// A bearer token for Prometheus, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_confidence() -> f64 {
+    DEFAULT_CONFIDENCE
+}
+
+fn default_min_trials() -> u32 {
+    1000
+}
+
+/// Which way of a rate is a regression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorseDirection {
+    /// A higher rate is worse (errors, timeouts).
+    #[default]
+    Higher,
+    /// A lower rate is worse (successes, conversions).
+    Lower,
+}
+
+/// A tolerance, relative to control's rate or absolute.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.relative) != has(self.absolute)")
+    .message("set exactly one of relative and absolute"))]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailTolerance {
+    /// A fraction of control's rate: `0.1` tolerates 10% more errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub relative: Option<f64>,
+    /// A difference of rates: `0.001` tolerates 0.1 percentage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub absolute: Option<f64>,
 }
 
 /// A PromQL query evaluated at an interval and compared to a threshold.
@@ -353,7 +468,13 @@ pub struct AlarmStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["fingerprint"]))]
     pub alerts: Vec<ObservedAlert>,
 
-    /// `Ready` (the source answers), `Degraded` (it does not).
+    /// For a guardrail: the comparison with control in each realm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["realm"]))]
+    pub realms: Vec<RealmComparison>,
+
+    /// `Ready` (the source answers), `Degraded` (it does not); for a
+    /// guardrail, `SampleRatioMismatch`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -387,4 +508,69 @@ pub struct ObservedAlert {
     pub starts_at: Option<Time>,
     /// When a notification last carried it.
     pub last_received: Time,
+}
+
+/// The condition a guardrail sets while the trials of some realm do not
+/// match the shares served there.
+pub const SAMPLE_RATIO_MISMATCH: &str = "SampleRatioMismatch";
+
+/// A guardrail's decision in one realm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RealmComparison {
+    /// The realm.
+    pub realm: String,
+    /// `ALARM` when a treatment is worse than control here; the dial rolls
+    /// back this realm only.
+    pub state: AlarmState,
+    /// Why, in words.
+    pub reason: String,
+    /// When the realm's current stage started: counts run from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<MicroTime>,
+    /// Trials per treatment, as shares: observed and served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<SampleRatio>,
+    /// Each treatment against control.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub treatments: Vec<TreatmentComparison>,
+}
+
+/// Trials per treatment against the shares served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SampleRatio {
+    /// Each treatment's share of the trials counted.
+    pub observed: BTreeMap<String, f64>,
+    /// Each treatment's share served by the dial.
+    pub expected: BTreeMap<String, f64>,
+    /// Whether they differ beyond chance (Lindon & Malek's sequential test
+    /// at 0.001): decisions in the realm are withheld.
+    pub mismatch: bool,
+}
+
+/// One treatment against control, since the stage started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TreatmentComparison {
+    /// The treatment.
+    pub treatment: String,
+    /// Its decision.
+    pub state: AlarmState,
+    /// Its trials.
+    pub trials: f64,
+    /// Control's trials.
+    pub control_trials: f64,
+    /// Its outcome rate (or mean).
+    pub rate: f64,
+    /// Control's outcome rate (or mean).
+    pub control_rate: f64,
+    /// The estimate: its rate (or mean) minus control's.
+    pub estimate: f64,
+    /// The lower end of the confidence sequence of the estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+    /// The upper end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
 }

@@ -6,6 +6,7 @@
 
 pub mod alertmanager;
 pub mod evaluate;
+pub mod guardrail;
 pub mod inbox;
 pub mod prometheus;
 
@@ -33,8 +34,7 @@ use crate::{
     api::{
         Alarm,
         alarm::{AlarmState, AlarmStatus, AlertmanagerSource, PrometheusSource},
-        common::Duration as ApiDuration,
-        common::micro_time,
+        common::{Duration as ApiDuration, SecretKeyRef, micro_time},
         conditions::{self, DesiredCondition},
     },
     controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
@@ -169,9 +169,10 @@ impl AlarmContext {
         }
     }
 
-    /// How long until the alarm is due, or `None` when it is due now.
-    fn not_due(&self, alarm: &Alarm, source: &PrometheusSource) -> Option<Duration> {
-        let mut wait = source.effective_interval();
+    /// How long until the alarm, evaluated every `interval` (longer after
+    /// failures), is due, or `None` when it is due now.
+    fn not_due(&self, alarm: &Alarm, interval: Duration) -> Option<Duration> {
+        let mut wait = interval;
         let generation = alarm.meta().generation.unwrap_or_default();
         let remembered = self
             .queried
@@ -202,18 +203,18 @@ impl AlarmContext {
 
     /// Records a query that just ended (`failed` or not) and returns how
     /// long until the next one.
-    fn remember(&self, alarm: &Alarm, source: &PrometheusSource, failed: bool) -> Duration {
+    fn remember(&self, alarm: &Alarm, interval: Duration, failed: bool) -> Duration {
         let generation = alarm.meta().generation.unwrap_or_default();
         let uid = alarm.uid().unwrap_or_default();
         let Ok(mut queried) = self.queried.lock() else {
-            return source.effective_interval();
+            return interval;
         };
         let failures = match queried.get(&uid) {
             Some(last) if failed && last.generation == generation => last.failures + 1,
             _ if failed => 1,
             _ => 0,
         };
-        let wait = next_wait(source.effective_interval(), failures);
+        let wait = next_wait(interval, failures);
         // Deleted alarms are never reconciled again: forget whatever has
         // not been queried for two of its waits.
         queried.retain(|_, last| last.at.elapsed() < 2 * last.wait + Duration::from_secs(60));
@@ -239,27 +240,27 @@ pub async fn reconcile(alarm: Arc<Alarm>, cx: Arc<AlarmContext>) -> Result<Actio
     let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());
     };
-    match (&alarm.spec.prometheus, &alarm.spec.alertmanager) {
-        (Some(source), _) => pull(&alarm, source, &cx).await,
-        (None, Some(source)) => review_alerts(&alarm, source, ctx).await,
+    match (
+        &alarm.spec.prometheus,
+        &alarm.spec.alertmanager,
+        &alarm.spec.guardrail,
+    ) {
+        (Some(source), _, _) => pull(&alarm, source, &cx).await,
+        (None, Some(source), _) => review_alerts(&alarm, source, ctx).await,
+        (None, None, Some(source)) => guardrail::evaluate(&alarm, source, &cx).await,
         // The API server rejects an alarm without a source.
-        (None, None) => Ok(Action::await_change()),
+        (None, None, None) => Ok(Action::await_change()),
     }
 }
 
 /// Queries Prometheus when the alarm is due and records the datapoint.
 async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Result<Action> {
-    if let Some(wait) = cx.not_due(alarm, source) {
+    if let Some(wait) = cx.not_due(alarm, source.effective_interval()) {
         return Ok(Action::requeue(wait));
     }
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
-    let token = match &source.bearer_token_secret_ref {
-        None => Ok(None),
-        Some(key) => read_secret_key(&ctx.client, &namespace, key)
-            .await
-            .map(Some),
-    };
+    let token = bearer_token(ctx, &namespace, source.bearer_token_secret_ref.as_ref()).await;
     let (sample, volume) = match &token {
         Ok(token) => {
             let query = |promql| {
@@ -286,7 +287,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     // Remembered before the status write, so that a failing write does not
     // make the alarm due again at once.
     let failed = matches!(sample, Sample::Failed(_)) || matches!(volume, Some(Sample::Failed(_)));
-    let wait = cx.remember(alarm, source, failed);
+    let wait = cx.remember(alarm, source.effective_interval(), failed);
 
     let generation = alarm.meta().generation.unwrap_or_default();
     let status = alarm.status.clone().unwrap_or_default();
@@ -348,6 +349,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         },
         datapoints: evaluation.datapoints,
         alerts: Vec::new(),
+        realms: Vec::new(),
         conditions: conditions::merge(&status.conditions, &desired, Some(generation), &now),
     };
     let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -368,6 +370,42 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         ctx.publish(&reference, KIND, note).await;
     }
     Ok(Action::requeue(wait))
+}
+
+/// The bearer token for Prometheus, when the source names one.
+async fn bearer_token(
+    ctx: &Context,
+    namespace: &str,
+    key: Option<&SecretKeyRef>,
+) -> Result<Option<String>, String> {
+    match key {
+        None => Ok(None),
+        Some(key) => read_secret_key(&ctx.client, namespace, key).await.map(Some),
+    }
+}
+
+/// `Ready` and `Degraded` after an evaluation of a pulled source.
+fn source_conditions(error: Option<&String>, interval: ApiDuration) -> Vec<DesiredCondition> {
+    match error {
+        None => vec![
+            DesiredCondition::new(
+                conditions::READY,
+                true,
+                "Evaluated",
+                format!("queried every {interval}"),
+            ),
+            DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
+        ],
+        Some(error) => vec![
+            DesiredCondition::new(conditions::READY, false, "SourceUnavailable", error.clone()),
+            DesiredCondition::new(
+                conditions::DEGRADED,
+                true,
+                "SourceUnavailable",
+                error.clone(),
+            ),
+        ],
+    }
 }
 
 /// Marks recorded alerts stale when Alertmanager stopped re-sending them,

@@ -135,13 +135,26 @@ fn read_alarms(
 /// An alarm's state as a dial sees it: never evaluated counts as no data.
 pub fn reading(alarm: &Alarm) -> AlarmReading {
     let status = alarm.status.as_ref();
+    let state = status
+        .and_then(|s| s.state)
+        .unwrap_or(AlarmState::InsufficientData);
     AlarmReading {
         name: alarm.name_any(),
-        state: status
-            .and_then(|s| s.state)
-            .unwrap_or(AlarmState::InsufficientData),
+        state,
         severity: alarm.spec.severity,
         realm: alarm.spec.realm.clone(),
+        // A guardrail decides per realm: only its realms in that state count.
+        realms: alarm.spec.guardrail.as_ref().map(|_| {
+            status
+                .map(|s| {
+                    s.realms
+                        .iter()
+                        .filter(|r| r.state == state)
+                        .map(|r| r.realm.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
         value: status.and_then(|s| s.value),
         threshold: alarm.spec.prometheus.as_ref().map(|p| p.threshold),
     }

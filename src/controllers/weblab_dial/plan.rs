@@ -88,6 +88,9 @@ pub struct AlarmReading {
     pub severity: Severity,
     /// The realm it is scoped to.
     pub realm: Option<String>,
+    /// For a guardrail, which decides per realm: the realms in `state`;
+    /// only those roll back.
+    pub realms: Option<Vec<String>>,
     /// Its last value.
     pub value: Option<f64>,
     /// Its threshold, when it has one.
@@ -462,11 +465,18 @@ impl<'w, 'a> Draft<'w, 'a> {
         // first.
         let mut causes: Vec<&AlarmReading> = Vec::new();
         for alarm in firing {
-            let realms: Vec<String> = match &alarm.realm {
-                Some(realm) if self.spec().realms.contains(realm) => vec![realm.clone()],
+            let realms: Vec<String> = match (&alarm.realms, &alarm.realm) {
+                (Some(scoped), _) => self
+                    .spec()
+                    .realms
+                    .iter()
+                    .filter(|realm| scoped.contains(realm))
+                    .cloned()
+                    .collect(),
+                (None, Some(realm)) if self.spec().realms.contains(realm) => vec![realm.clone()],
                 // Scoped to a realm this dial does not serve: nothing to do.
-                Some(_) => Vec::new(),
-                None => self.spec().realms.clone(),
+                (None, Some(_)) => Vec::new(),
+                (None, None) => self.spec().realms.clone(),
             };
             if realms.is_empty() {
                 continue;
@@ -996,7 +1006,9 @@ fn describe_alarm(alarm: &AlarmReading) -> String {
         "alarm {} ({}) is {}",
         alarm.name, alarm.severity, alarm.state
     );
-    if let Some(realm) = &alarm.realm {
+    if let Some(realms) = &alarm.realms {
+        text.push_str(&format!(" in {}", realms.join(", ")));
+    } else if let Some(realm) = &alarm.realm {
         text.push_str(&format!(" in {realm}"));
     }
     match (alarm.value, alarm.threshold) {

@@ -111,6 +111,7 @@ impl Scenario {
             state,
             severity,
             realm: realm.map(str::to_owned),
+            realms: None,
             value: Some(0.12),
             threshold: Some(0.05),
         });
@@ -329,6 +330,37 @@ fn a_realm_scoped_alarm_rolls_back_only_its_realm() {
     assert_eq!(
         dial.status.rollback.as_ref().map(|r| r.realms.clone()),
         Some(vec!["EU".to_owned()])
+    );
+}
+
+#[test]
+fn a_guardrail_rolls_back_only_the_realms_it_decides_are_worse() {
+    let mut dial = Scenario::new(
+        "{weblab: W, treatments: [C, T1], realms: [NA, EU, FE], allocation: {C: 95, T1: 5}}",
+    );
+    dial.decide(0);
+    dial.decide(1);
+    dial.alarm("t1-errors", AlarmState::Alarm, Severity::Sev2, None);
+    if let Some(reading) = dial.alarms.iter_mut().find(|a| a.name == "t1-errors") {
+        reading.realms = Some(vec!["EU".to_owned()]);
+        reading.threshold = None;
+    }
+    let d = dial.decide(2);
+    assert_eq!(dial.served("EU"), Some(alloc(r#"{"C": 100}"#)));
+    for realm in ["NA", "FE"] {
+        assert_eq!(dial.served(realm), Some(alloc(r#"{"C": 95, "T1": 5}"#)));
+    }
+    let record = dial.status.rollback.clone().expect("a rollback record");
+    assert_eq!(record.realms, vec!["EU".to_owned()]);
+    let warning = d
+        .notes
+        .iter()
+        .find(|n| n.reason == "RolledBack")
+        .expect("a RolledBack event");
+    assert!(
+        warning.message.contains("t1-errors (Sev2) is ALARM in EU"),
+        "{}",
+        warning.message
     );
 }
 
