@@ -42,6 +42,7 @@ wait_for() { # description, seconds, command...
 # Examples that name production endpoints or other clusters: the demo applies
 # its own versions from hack/demo/ instead (see hack/demo/README.md).
 replaced_examples=(
+  alarm-guardrail.yaml
   alarm-prometheus.yaml
   changewindow-merge-protocol.yaml
   mergetrainpause-gitlab.yaml
@@ -74,7 +75,8 @@ gauge() { # name, labels (a=b), value
 up() {
   down >/dev/null
   mkdir -p "$dir/manifests"
-  rm -f "$dir/kubeconfig"
+  # A kubeconfig left by an earlier run must not pass for this one.
+  rm -f "$dir/kubeconfig" "$dir/controlplane/kubeconfig"
   # Alertmanager reads the webhook token from its file, the operator from the
   # Secret made from it; the GitLab contract server accepts the GitLab token.
   new_token "$dir/webhook-token"
