@@ -340,10 +340,14 @@ async fn up_with_monitoring_serves_both_until_sigterm() -> TestResult {
     let receiver = WebhookRecorder::serve()?;
     let token_file = dir.join("token");
     std::fs::write(&token_file, "demo-token\n")?;
+    // The demo's own rules (`make demo` passes the same file).
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/demo/rules.yml");
     let (mut harness, _kubeconfig) = start_harness(
         &dir,
         &[
             "--monitoring",
+            "--rules",
+            &rules.to_string_lossy(),
             "--alertmanager-webhook",
             &receiver.url(),
             "--alertmanager-token-file",
