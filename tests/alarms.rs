@@ -812,6 +812,11 @@ async fn without_its_secret_the_webhook_refuses_everything() {
 /// A Prometheus alarm on `max(checkout_error_ratio)` above 5%, evaluated
 /// every 5 s (the shortest interval the API server accepts).
 fn prometheus_alarm(name: &str, prometheus: &Prometheus) -> String {
+    prometheus_alarm_with(name, prometheus, "")
+}
+
+/// [`prometheus_alarm`] with more lines in its `spec.prometheus`.
+fn prometheus_alarm_with(name: &str, prometheus: &Prometheus, more: &str) -> String {
     format!(
         "apiVersion: weblab.dev/v1alpha1
 kind: Alarm
@@ -826,7 +831,7 @@ spec:
     timeout: 2s
     comparison: GreaterThan
     threshold: 0.05
----
+{more}---
 ",
         prometheus.url()
     )
@@ -1001,27 +1006,16 @@ async fn below_its_traffic_floor_a_quiet_realm_cannot_roll_back() {
         .wait_for_samples(volume, WAIT)
         .await
         .unwrap_or_else(|error| panic!("Prometheus never scraped {volume}: {error}"));
-    let alarm = format!(
-        "apiVersion: weblab.dev/v1alpha1
-kind: Alarm
-metadata:
-  name: errors
-spec:
-  severity: Sev2
-  prometheus:
-    url: {}
-    query: max(checkout_error_ratio)
-    interval: 5s
-    timeout: 2s
-    comparison: GreaterThan
-    threshold: 0.05
-    missingData: notBreaching
+    let alarm = prometheus_alarm_with(
+        "errors",
+        &prometheus,
+        &format!(
+            "    missingData: notBreaching
     trafficFloor:
       query: sum({volume})
       minimum: 1
----
-",
-        prometheus.url()
+"
+        ),
     );
     apply_yaml(
         plane,

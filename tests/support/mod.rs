@@ -24,14 +24,20 @@ pub async fn control_plane() -> &'static ControlPlane {
     let plane = testenv::shared()
         .await
         .unwrap_or_else(|error| panic!("cannot start the control plane: {error}"));
-    CRDS.get_or_init(|| async {
-        plane
-            .install_crds(repo_root().join("crds"))
-            .await
-            .unwrap_or_else(|error| panic!("cannot install crds/: {error}"));
-    })
-    .await;
+    install_crds_once(plane, &CRDS).await;
     plane
+}
+
+/// Installs `crds/` on `plane` the first time `installed` is seen.
+pub async fn install_crds_once(plane: &ControlPlane, installed: &OnceCell<()>) {
+    installed
+        .get_or_init(|| async {
+            plane
+                .install_crds(repo_root().join("crds"))
+                .await
+                .unwrap_or_else(|error| panic!("cannot install crds/: {error}"));
+        })
+        .await;
 }
 
 /// The `.yaml` files of a repository directory, sorted.

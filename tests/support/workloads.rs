@@ -9,7 +9,7 @@ use kube::Api;
 use testenv::ControlPlane;
 use tokio::sync::OnceCell;
 
-use super::{apply_yaml, eventually, repo_root};
+use super::{apply_yaml, eventually, install_crds_once};
 
 /// How long a workload may take to roll out on two shared cores.
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -22,13 +22,7 @@ pub async fn plane() -> &'static ControlPlane {
     let plane = testenv::shared_with_workloads()
         .await
         .unwrap_or_else(|error| panic!("cannot start the control plane: {error}"));
-    CRDS.get_or_init(|| async {
-        plane
-            .install_crds(repo_root().join("crds"))
-            .await
-            .unwrap_or_else(|error| panic!("cannot install crds/: {error}"));
-    })
-    .await;
+    install_crds_once(plane, &CRDS).await;
     plane
 }
 
