@@ -524,7 +524,7 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
             old_version,
             422,
         ),
-        ("2 MiB", Some(WEBHOOK_TOKEN), vec![b' '; 2 << 20], 413),
+        ("9 MiB", Some(WEBHOOK_TOKEN), vec![b' '; 9 << 20], 413),
     ];
     for (what, token, body, want) in cases {
         let (status, text) = post(&operator, token, body).await;
@@ -622,6 +622,121 @@ async fn the_webhook_refuses_bad_requests_and_survives_a_flood() {
             .any(|l| l.starts_with("weblab_webhook_requests_total{result=\"unauthorized\"}")),
         "{metrics}"
     );
+}
+
+/// One group's notification with `count` alerts (`f-00000`, ...), the
+/// first `resolved` of them resolved, labelled as a real service's would be
+/// (about 400 bytes each: 5,000 of them are more than 1 MiB).
+fn group_of(count: usize, resolved: usize) -> Vec<u8> {
+    let alerts: Vec<Value> = (0..count)
+        .map(|i| {
+            let status = if i < resolved { "resolved" } else { "firing" };
+            json!({
+                "status": status,
+                "labels": {"alertname": "HighErrorRate", "env": "prod", "severity": "page",
+                           "instance": format!("checkout-{i:05}.prod.internal:9100"),
+                           "job": "checkout"},
+                "annotations": {"summary": "checkout errors above 5% on this instance",
+                                "runbook_url": "https://runbooks.example.com/checkout/errors"},
+                "startsAt": "2026-11-22T01:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.invalid/graph?g0.expr=checkout_errors",
+                "fingerprint": format!("f-{i:05}")
+            })
+        })
+        .collect();
+    let status = if resolved == count {
+        "resolved"
+    } else {
+        "firing"
+    };
+    serde_json::to_vec(&json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"HighErrorRate\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "weblab",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {"alertname": "HighErrorRate", "env": "prod", "severity": "page", "job": "checkout"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": alerts
+    }))
+    .expect("serializes")
+}
+
+/// Posts `body` and reads the alarm back: (state, value, alerts kept in
+/// detail, alerts counted).
+async fn deliver(
+    operator: &Operator,
+    alarms: &Api<Alarm>,
+    body: Vec<u8>,
+) -> (Option<AlarmState>, Option<f64>, usize, u32) {
+    let (status, text) = post(operator, Some(WEBHOOK_TOKEN), body).await;
+    assert_eq!(status, 200, "webhook answered {text}");
+    // A 200 means written.
+    let status = alarms
+        .get_status("errors")
+        .await
+        .expect("alarm")
+        .status
+        .unwrap_or_default();
+    let counted = status.alert_groups.iter().map(|g| g.firing).sum();
+    (status.state, status.value, status.alerts.len(), counted)
+}
+
+#[tokio::test]
+async fn groups_of_150_and_5000_alerts_are_counted_in_full_and_events_fit() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook(plane, "alarm-large").await;
+    let alarms = errors_alarm(plane, ns.name(), &operator).await;
+
+    let (state, value, detailed, counted) = deliver(&operator, &alarms, group_of(150, 0)).await;
+    assert_eq!(state, Some(AlarmState::Alarm));
+    assert_eq!((value, detailed, counted), (Some(150.0), 100, 150));
+    let large = group_of(5000, 0);
+    assert!(large.len() > 1 << 20, "{} bytes", large.len());
+    let (state, value, detailed, counted) = deliver(&operator, &alarms, large).await;
+    assert_eq!(state, Some(AlarmState::Alarm));
+    assert_eq!((value, detailed, counted), (Some(5000.0), 100, 5000));
+
+    // Every alert but the last resolves, every one kept in detail among
+    // them: the alarm still fires for the last.
+    let (state, value, detailed, counted) = deliver(&operator, &alarms, group_of(5000, 4999)).await;
+    assert_eq!(state, Some(AlarmState::Alarm));
+    assert_eq!((value, detailed, counted), (Some(1.0), 1, 1));
+    let (state, _, detailed, counted) = deliver(&operator, &alarms, group_of(5000, 5000)).await;
+    assert_eq!(state, Some(AlarmState::Ok));
+    assert_eq!((detailed, counted), (0, 0));
+
+    // The transitions were published, each within the API server's limit.
+    let events: Api<Event> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    let published = eventually(WAIT, || async {
+        let Ok(list) = events.list(&ListParams::default()).await else {
+            return false;
+        };
+        let of_alarm: Vec<&Event> = list
+            .items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("errors"))
+            .collect();
+        let reasons: Vec<&str> = of_alarm
+            .iter()
+            .filter_map(|e| e.reason.as_deref())
+            .collect();
+        reasons.contains(&"AlarmFiring") && reasons.contains(&"AlarmCleared")
+    })
+    .await;
+    assert!(
+        published,
+        "no AlarmFiring and AlarmCleared events\nlog:\n{}",
+        operator.logs()
+    );
+    let list = events.list(&ListParams::default()).await.expect("events");
+    for event in &list.items {
+        let note = event.message.as_deref().unwrap_or_default();
+        assert!(note.len() <= 1024, "{} bytes: {note}", note.len());
+    }
 }
 
 #[tokio::test]

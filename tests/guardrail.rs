@@ -528,3 +528,51 @@ async fn counts_survive_a_service_restart_and_an_operator_restart() {
     assert_eq!(eu.state, AlarmState::Ok, "{}", eu.reason);
     service.abort();
 }
+
+#[tokio::test]
+async fn a_guardrail_whose_source_fails_backs_off() {
+    let plane = control_plane().await;
+    let (ns, operator) = operator_with_webhook(plane, "guardrail-backoff").await;
+    // Nothing listens on port 1: every query fails at once.
+    let yaml = "apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: down
+spec:
+  weblab: down
+  treatments: [C, T1]
+  realms: [EU]
+  allocation: {C: 95, T1: 5}
+---
+apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: down-errors
+spec:
+  severity: Sev2
+  guardrail:
+    dialRef: {name: down}
+    url: http://127.0.0.1:1
+    trials: sum(increase(requests_total{treatment=\"$treatment\",realm=\"$realm\"}[$window]))
+    outcomes: sum(increase(errors_total{treatment=\"$treatment\",realm=\"$realm\"}[$window]))
+    interval: 5s
+    timeout: 3s
+";
+    apply_yaml(plane, ns.name(), yaml).await;
+    let alarms: Api<Alarm> = Api::namespaced(plane.client().await.expect("client"), ns.name());
+    // The first failure waits twice the interval, the second four times.
+    let backed_off = eventually(Duration::from_secs(60), || async {
+        let Some(status) = alarms.get("down-errors").await.ok().and_then(|a| a.status) else {
+            return false;
+        };
+        status.conditions.iter().any(|c| {
+            c.type_ == "Degraded" && c.status == "True" && c.message.ends_with("next query in 20s")
+        })
+    })
+    .await;
+    assert!(
+        backed_off,
+        "the guardrail did not back off\nlog:\n{}",
+        operator.logs()
+    );
+}

@@ -463,10 +463,20 @@ pub struct AlarmStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datapoints: Vec<Datapoint>,
 
-    /// Alerts from Alertmanager that currently match and fire.
+    /// Alerts from Alertmanager that currently match and fire, in detail:
+    /// at most 100, the most recently received. The counts in `alertGroups`
+    /// hold every one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["fingerprint"]))]
     pub alerts: Vec<ObservedAlert>,
+
+    /// Per Alertmanager group (`groupKey`): how many matching alerts its
+    /// latest notification said fire, counted in full even when only some
+    /// of them are kept in `alerts`, and alerts Alertmanager left out of the
+    /// notification (`truncatedAlerts`) that may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["groupKey"]))]
+    pub alert_groups: Vec<AlertGroup>,
 
     /// For a guardrail: the comparison with control in each realm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -508,6 +518,29 @@ pub struct ObservedAlert {
     pub starts_at: Option<Time>,
     /// When a notification last carried it.
     pub last_received: Time,
+}
+
+/// What the latest notification of one Alertmanager group said about an
+/// alarm's alerts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertGroup {
+    /// The group's `groupKey` (a digest of it when longer than 128 bytes).
+    pub group_key: String,
+    /// Matching alerts that fire, including those Alertmanager truncated
+    /// when the group's common labels show they match.
+    pub firing: u32,
+    /// Alerts Alertmanager truncated whose labels it did not send, so that
+    /// whether they match is unknown: the alarm reads at least
+    /// `INSUFFICIENT_DATA` while any are fresh.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unknown: u32,
+    /// When a notification of the group last arrived.
+    pub last_received: Time,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 /// The condition a guardrail sets while the trials of some realm do not

@@ -43,7 +43,7 @@ use crate::{
     controllers::{
         Context,
         alarm::{
-            alertmanager::{Alert, Matchers, Notification, in_namespace},
+            alertmanager::{AlarmFilter, Matchers, Notification, delivery},
             inbox::AlertInbox,
         },
     },
@@ -53,9 +53,9 @@ use crate::{
 pub const PATH: &str = "/v1/webhooks/alertmanager";
 /// How often the token is read again from its Secret.
 const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
-/// Largest notification accepted (Alertmanager's `max_alerts` keeps real
-/// ones far below this).
-const MAX_NOTIFICATION_BYTES: usize = 1 << 20;
+/// Largest notification accepted: a group of 5,000 alerts with labels and
+/// annotations of 1.5 KB each. Only read once the bearer token is checked.
+const MAX_NOTIFICATION_BYTES: usize = 8 << 20;
 
 /// Where the webhook's bearer token is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,7 +264,7 @@ async fn handle(
                 "too_large",
                 refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "the notification is larger than 1 MiB: set max_alerts in the Alertmanager receiver",
+                    "the notification is larger than 8 MiB: set max_alerts in the Alertmanager receiver (truncated alerts are still counted)",
                 ),
             );
         }
@@ -310,17 +310,19 @@ async fn handle(
             continue;
         };
         let namespace = alarm.namespace().unwrap_or_default();
-        let matching: Vec<Alert> = notification
-            .alerts
-            .iter()
-            .filter(|alert| {
-                in_namespace(&alert.labels, namespace_label, &namespace)
-                    && matchers.matches(&alert.labels)
-            })
-            .cloned()
-            .collect();
-        if !matching.is_empty() {
-            writes.push(receiver.inbox.record(alarm, matching));
+        let filter = AlarmFilter {
+            matchers: &matchers,
+            namespace_label,
+            namespace: &namespace,
+        };
+        let counted = |key: &str| {
+            alarm
+                .status
+                .as_ref()
+                .is_some_and(|status| status.alert_groups.iter().any(|g| g.group_key == key))
+        };
+        if let Some(delivery) = delivery(&notification, &filter, counted) {
+            writes.push(receiver.inbox.record(alarm, delivery));
         }
     }
     let alarms = writes.len();

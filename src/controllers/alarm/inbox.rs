@@ -20,7 +20,7 @@ use std::{
 use kube::ResourceExt;
 use tokio::sync::oneshot;
 
-use super::alertmanager::Alert;
+use super::alertmanager::Delivery;
 use crate::{api::Alarm, controllers::Context};
 
 /// Why a notification's alerts were not recorded on an alarm.
@@ -41,7 +41,7 @@ pub enum RecordError {
 struct Pending {
     /// The alarm as the caller's cache held it.
     alarm: Arc<Alarm>,
-    alerts: Vec<Alert>,
+    delivery: Delivery,
     done: oneshot::Sender<Result<(), RecordError>>,
 }
 
@@ -68,16 +68,16 @@ impl AlertInbox {
         }
     }
 
-    /// Records `alerts` (those of one notification that match `alarm`) and
+    /// Records `delivery` (what one notification tells `alarm`) and
     /// resolves once a status write holding them has landed. Dropping the
     /// future gives up waiting; alerts not yet written are then skipped, as
     /// the caller has not told the sender they were recorded.
-    pub async fn record(&self, alarm: Arc<Alarm>, alerts: Vec<Alert>) -> Result<(), RecordError> {
+    pub async fn record(&self, alarm: Arc<Alarm>, delivery: Delivery) -> Result<(), RecordError> {
         let key = (alarm.namespace().unwrap_or_default(), alarm.name_any());
         let (done, written) = oneshot::channel();
         let pending = Pending {
             alarm,
-            alerts,
+            delivery,
             done,
         };
         let start_writer = {
@@ -134,10 +134,13 @@ impl AlertInbox {
                 continue;
             };
             let base = latest.take().unwrap_or_else(|| Alarm::clone(&newest.alarm));
-            let alerts: Vec<&Alert> = batch.iter().flat_map(|pending| &pending.alerts).collect();
-            let written =
-                tokio::time::timeout(self.write_timeout, super::receive(&self.ctx, base, &alerts))
-                    .await;
+            let deliveries: Vec<&Delivery> =
+                batch.iter().map(|pending| &pending.delivery).collect();
+            let written = tokio::time::timeout(
+                self.write_timeout,
+                super::receive(&self.ctx, base, &deliveries),
+            )
+            .await;
             let outcome = match written {
                 Ok(Ok(alarm)) => {
                     latest = Some(alarm);

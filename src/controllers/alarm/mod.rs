@@ -40,7 +40,7 @@ use crate::{
     controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
 };
 
-use alertmanager::{Alert, Matchers};
+use alertmanager::{Delivery, Matchers};
 use evaluate::Sample;
 
 /// The field manager of alarm status writes (controller and webhook alike).
@@ -306,37 +306,18 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         .alarm_evaluations
         .with_label_values(&[evaluation.outcome.as_str()])
         .inc();
-    let desired = match &evaluation.source_error {
-        None => vec![
-            DesiredCondition::new(
-                conditions::READY,
-                true,
-                "Evaluated",
-                format!(
-                    "queried every {}",
-                    ApiDuration::from(source.effective_interval())
-                ),
-            ),
-            DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
-        ],
-        Some(error) => {
-            tracing::info!(
-                %error,
-                retry_in = %ApiDuration::from(wait),
-                "the Prometheus query failed; backing off"
-            );
-            let message = format!("{error}; next query in {}", ApiDuration::from(wait));
-            vec![
-                DesiredCondition::new(
-                    conditions::READY,
-                    false,
-                    "SourceUnavailable",
-                    message.clone(),
-                ),
-                DesiredCondition::new(conditions::DEGRADED, true, "SourceUnavailable", message),
-            ]
-        }
-    };
+    if let Some(error) = &evaluation.source_error {
+        tracing::info!(
+            %error,
+            retry_in = %ApiDuration::from(wait),
+            "the Prometheus query failed; backing off"
+        );
+    }
+    let desired = source_conditions(
+        evaluation.source_error.as_ref(),
+        ApiDuration::from(source.effective_interval()),
+        wait,
+    );
     let next = AlarmStatus {
         observed_generation: Some(generation),
         state: Some(evaluation.state),
@@ -349,6 +330,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         },
         datapoints: evaluation.datapoints,
         alerts: Vec::new(),
+        alert_groups: Vec::new(),
         realms: Vec::new(),
         conditions: conditions::merge(&status.conditions, &desired, Some(generation), &now),
     };
@@ -385,7 +367,11 @@ async fn bearer_token(
 }
 
 /// `Ready` and `Degraded` after an evaluation of a pulled source.
-fn source_conditions(error: Option<&String>, interval: ApiDuration) -> Vec<DesiredCondition> {
+fn source_conditions(
+    error: Option<&String>,
+    interval: ApiDuration,
+    wait: Duration,
+) -> Vec<DesiredCondition> {
     match error {
         None => vec![
             DesiredCondition::new(
@@ -396,15 +382,18 @@ fn source_conditions(error: Option<&String>, interval: ApiDuration) -> Vec<Desir
             ),
             DesiredCondition::new(conditions::DEGRADED, false, "SourceAnswers", ""),
         ],
-        Some(error) => vec![
-            DesiredCondition::new(conditions::READY, false, "SourceUnavailable", error.clone()),
-            DesiredCondition::new(
-                conditions::DEGRADED,
-                true,
-                "SourceUnavailable",
-                error.clone(),
-            ),
-        ],
+        Some(error) => {
+            let message = format!("{error}; next query in {}", ApiDuration::from(wait));
+            vec![
+                DesiredCondition::new(
+                    conditions::READY,
+                    false,
+                    "SourceUnavailable",
+                    message.clone(),
+                ),
+                DesiredCondition::new(conditions::DEGRADED, true, "SourceUnavailable", message),
+            ]
+        }
     }
 }
 
@@ -418,12 +407,12 @@ async fn review_alerts(
     let generation = alarm.meta().generation.unwrap_or_default();
     let status = alarm.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
-    let (mut next, assessment) = alertmanager::status_with(
-        &status,
-        status.alerts.clone(),
-        source.stale_after.get(),
-        &now,
-    );
+    let records = alertmanager::Records {
+        alerts: status.alerts.clone(),
+        groups: status.alert_groups.clone(),
+    };
+    let (mut next, assessment) =
+        alertmanager::status_with(&status, records, source.stale_after.get(), &now);
     next.observed_generation = Some(generation);
     next.datapoints = Vec::new();
     let matchers = Matchers::compile(&source.matchers);
@@ -485,14 +474,14 @@ fn transition(alarm: &Alarm, before: &AlarmStatus, after: &AlarmStatus) -> Optio
     })
 }
 
-/// Records `matching` (alerts already selected for `alarm` by the caller,
-/// in the order they arrived) on any replica: the state comes from the
+/// Records `deliveries` (what notifications told `alarm`, in the order
+/// they arrived) on any replica: the state comes from the
 /// notifications, not from a cache, so followers may write it. A conflict
 /// (another replica, or the leader's staleness check, wrote first) re-reads
 /// the alarm and tries again. Returns the alarm as last written or read, for
 /// the next write to start from. Callers serialise writes per alarm within
 /// the process ([`inbox::AlertInbox`]), so conflicts come only from outside.
-pub async fn receive(ctx: &Context, alarm: Alarm, matching: &[&Alert]) -> Result<Alarm> {
+pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> Result<Alarm> {
     let Some(source) = alarm.spec.alertmanager.clone() else {
         return Ok(alarm);
     };
@@ -503,8 +492,8 @@ pub async fn receive(ctx: &Context, alarm: Alarm, matching: &[&Alert]) -> Result
     loop {
         let status = current.status.clone().unwrap_or_default();
         let now = Time(Timestamp::now());
-        let alerts = alertmanager::record(&status.alerts, matching, &now);
-        let (next, _) = alertmanager::status_with(&status, alerts, source.stale_after.get(), &now);
+        let records = alertmanager::record(&status, deliveries, &now);
+        let (next, _) = alertmanager::status_with(&status, records, source.stale_after.get(), &now);
         if next == status {
             return Ok(current);
         }

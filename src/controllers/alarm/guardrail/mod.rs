@@ -42,7 +42,6 @@ pub(super) async fn evaluate(
     if let Some(wait) = cx.not_due(alarm, interval) {
         return Ok(Action::requeue(wait));
     }
-    cx.remember(alarm, interval, false);
     let ctx = &cx.ctx;
     let namespace = alarm.namespace().unwrap_or_default();
     let now = Timestamp::now();
@@ -78,6 +77,9 @@ pub(super) async fn evaluate(
             (realms, failure, None)
         }
     };
+    // Remembered before the status write, so that a failing write does not
+    // make the guardrail due again at once; a failing source backs off.
+    let wait = cx.remember(alarm, interval, source_error.is_some());
     let (state, reason, value) = match &missing {
         Some(missing) => (AlarmState::InsufficientData, missing.clone(), None),
         None => plan::overall(&realms),
@@ -99,7 +101,7 @@ pub(super) async fn evaluate(
             DesiredCondition::new(conditions::STALLED, true, "DialNotFound", missing.clone()),
         ],
         None => {
-            let mut desired = source_conditions(source_error.as_ref(), source.interval);
+            let mut desired = source_conditions(source_error.as_ref(), source.interval, wait);
             desired.push(DesiredCondition::new(
                 conditions::STALLED,
                 false,
@@ -136,6 +138,7 @@ pub(super) async fn evaluate(
             breaching: Some(state == AlarmState::Alarm),
         }],
         alerts: Vec::new(),
+        alert_groups: Vec::new(),
         realms,
         conditions: conditions::merge(&status.conditions, &desired, Some(generation), &at),
     };
@@ -164,7 +167,7 @@ pub(super) async fn evaluate(
         tracing::info!(reason = note.reason, "{}", note.message);
         ctx.publish(&reference, KIND, note).await;
     }
-    Ok(Action::requeue(interval))
+    Ok(Action::requeue(wait))
 }
 
 /// Every arm's counts in one realm, or nothing when the realm needs none.
