@@ -189,13 +189,24 @@ where
 {
     let (store, writer) = reflector::store();
     let events = watcher(
-        weblab_dial::scoped::<K>(client, namespace),
+        scoped::<K>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
     .reflect(writer)
     .touched_objects();
     (store, events)
+}
+
+/// An `Api` over one namespace, or all of them.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Reads one key of a Secret in `namespace` with a `get` by name (the

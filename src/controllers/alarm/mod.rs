@@ -37,7 +37,7 @@ use crate::{
         common::{Duration as ApiDuration, SecretKeyRef, micro_time},
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, read_secret_key, scoped},
 };
 
 use alertmanager::{Alert, Matchers};

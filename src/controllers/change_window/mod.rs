@@ -30,7 +30,7 @@ use crate::{
         change_window::ChangeWindowStatus,
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, reflected, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, reflected, scoped},
 };
 
 use window::{Verdict, WindowAlarm};

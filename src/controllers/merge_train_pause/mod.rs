@@ -36,7 +36,7 @@ use crate::{
         common::SecretKeyRef,
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
     },
-    controllers::{Context, error_policy, reflected, weblab_dial::scoped},
+    controllers::{Context, error_policy, reflected, scoped},
     outbound::Outbound,
 };
 

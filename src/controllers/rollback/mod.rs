@@ -32,7 +32,7 @@ use crate::{
         common::AlarmSelection,
         rollback::{RollbackPhase, TriggerType, Wave},
     },
-    controllers::{Context, Note, error_policy, merge_train_pause, reflected, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, merge_train_pause, reflected, scoped},
 };
 
 use clusters::Clusters;
@@ -204,7 +204,7 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         }
     }
     let phase = decision.status.phase;
-    let wanted = merge_train_pause::owned::for_rollback(&rollback, phase);
+    let wanted = plan::merge_train_pauses(&rollback.name_any(), &rollback.spec, phase);
     merge_train_pause::owned::sync(&ctx.client, &cx.pauses, rollback.as_ref(), &wanted).await?;
 
     let wrote = decision.status != status;

@@ -23,7 +23,7 @@ use crate::{
         common::Severity,
         rollback::{RollbackPhase, RollbackSpec, RollbackStatus, WorkloadKind},
     },
-    controllers::Note,
+    controllers::{Note, merge_train_pause::owned::PauseTemplate},
 };
 
 /// How often a rollback that waits on workloads looks at them again: their
@@ -152,6 +152,31 @@ pub fn regions_to_read<'a>(spec: &'a RollbackSpec, status: &RollbackStatus) -> V
         Some(RollbackPhase::Failed | RollbackPhase::Refused) => Vec::new(),
         _ => spec.waves.iter().map(|w| w.region.as_str()).collect(),
     }
+}
+
+/// The merge-train pauses the Rollback `name` wants: its
+/// `spec.pauseMergeTrains` from the moment it runs until it succeeds; a
+/// failed rollback keeps them (the incident is not over), and re-arming or
+/// success lifts them.
+pub fn merge_train_pauses(
+    name: &str,
+    spec: &RollbackSpec,
+    phase: Option<RollbackPhase>,
+) -> Vec<PauseTemplate> {
+    if !matches!(
+        phase,
+        Some(RollbackPhase::Progressing | RollbackPhase::Failed)
+    ) {
+        return Vec::new();
+    }
+    spec.pause_merge_trains
+        .iter()
+        .map(|train| PauseTemplate {
+            train: train.clone(),
+            reason: format!("Rollback {name} is running"),
+            ticket: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

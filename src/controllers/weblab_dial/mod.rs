@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -25,7 +25,7 @@ use crate::{
     api::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState, common::AlarmSelection,
     },
-    controllers::{Context, error_policy, merge_train_pause, reflected},
+    controllers::{Context, error_policy, merge_train_pause, reflected, scoped},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -90,7 +90,7 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         ctx.publish(&reference, "WeblabDial", note).await;
     }
     // Merge trains stay paused while an alarm holds the dial rolled back.
-    let trains = merge_train_pause::owned::for_dial(&dial, &decision.status);
+    let trains = plan::merge_train_pauses(&dial.name_any(), &dial.spec, &decision.status);
     merge_train_pause::owned::sync(&ctx.client, &cx.pauses, dial.as_ref(), &trains).await?;
     // After a write, our own watch event brings the fresh object back: acting
     // sooner would decide from a stale cache.
@@ -213,17 +213,6 @@ fn dials_gated_by(dials: &Store<WeblabDial>, window: &ChangeWindow) -> Vec<Objec
         })
         .map(|dial| ObjectRef::from(dial.as_ref()))
         .collect()
-}
-
-/// An `Api` over one namespace, or all of them.
-pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Builds the controller for one scope (a namespace, or all): returns the

@@ -262,3 +262,27 @@ fn an_unreachable_region_waits_until_the_deadline() {
     case.step();
     assert_eq!(case.status.phase, Some(RollbackPhase::Failed));
 }
+
+#[test]
+fn merge_trains_stay_paused_from_the_start_until_success_and_after_a_failure() {
+    let mut spec = four_regions(1);
+    spec.pause_merge_trains =
+        vec![serde_json::from_value(serde_json::json!({"train": "web-main"})).expect("a train")];
+    let wanted = |phase| merge_train_pauses("graphql", &spec, phase);
+    for phase in [
+        None,
+        Some(RollbackPhase::Pending),
+        Some(RollbackPhase::Armed),
+    ] {
+        assert!(wanted(phase).is_empty(), "{phase:?}");
+    }
+    for phase in [RollbackPhase::Progressing, RollbackPhase::Failed] {
+        let pauses = wanted(Some(phase));
+        assert_eq!(pauses.len(), 1, "{phase:?}");
+        assert_eq!(pauses[0].train.train, "web-main");
+        assert_eq!(pauses[0].reason, "Rollback graphql is running");
+    }
+    for phase in [RollbackPhase::Succeeded, RollbackPhase::Refused] {
+        assert!(wanted(Some(phase)).is_empty(), "{phase:?}");
+    }
+}
