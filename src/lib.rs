@@ -79,6 +79,15 @@ pub enum Error {
     #[error("cannot convert to JSON: {0}")]
     Json(#[source] serde_json::Error),
 
+    /// A status write skipped: the cached object is at a resourceVersion
+    /// the API server already refused as stale; the watch brings the fresh
+    /// one.
+    #[error("{object}: the cached object is stale; waiting for the watch to bring the fresh one")]
+    StaleCache {
+        /// The object, `Kind namespace/name`.
+        object: String,
+    },
+
     /// This replica lost the leader lease and must stop writing.
     #[error("lost the leader lease {lease}; another replica took over")]
     LeaseLost {
@@ -91,7 +100,8 @@ impl Error {
     /// A short UpperCamelCase reason, for event reasons and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
+            Error::StaleCache { .. } => "StaleCache",
+            _ if self.is_conflict() => "Conflict",
             Error::Kube(_) => "KubeApiError",
             Error::CrdNotEstablished { .. } => "CrdNotEstablished",
             Error::Server { .. } => "ServerError",
@@ -102,6 +112,16 @@ impl Error {
             Error::RevisionGone { .. } => "RevisionGone",
             Error::Json(_) => "JsonError",
             Error::Region { .. } => "RegionUnreachable",
+        }
+    }
+
+    /// Whether a write was refused as conflicting (HTTP 409, e.g. for a
+    /// stale resourceVersion), or skipped because it would have been.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => status.code == 409,
+            Error::StaleCache { .. } => true,
+            _ => false,
         }
     }
 }

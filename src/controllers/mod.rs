@@ -7,11 +7,12 @@
 
 pub mod alarm;
 pub mod change_window;
+pub mod failures;
 pub mod merge_train_pause;
 pub mod rollback;
 pub mod weblab_dial;
 
-use std::{fmt::Debug, time::Duration};
+use std::{fmt::Debug, sync::Arc};
 
 use futures::Stream;
 use tokio::sync::watch;
@@ -32,9 +33,6 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Error, Result, api::common::SecretKeyRef, metrics::Metrics, outbound::Outbound};
 
-/// How long a failed reconciliation waits before it is tried again.
-const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-
 /// What every reconciliation needs, shared as `Arc<Context>`.
 pub struct Context {
     /// The API client.
@@ -45,6 +43,8 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     /// Every call to a URL a resource names goes through it.
     pub outbound: Outbound,
+    /// Failures in a row and stale resourceVersions, per object.
+    pub failures: failures::Failures,
     recorder: Recorder,
 }
 
@@ -67,6 +67,7 @@ impl Context {
             metrics,
             leader,
             outbound,
+            failures: failures::Failures::default(),
         }
     }
 
@@ -131,6 +132,8 @@ impl Context {
     /// Writes `status` by server-side apply as `manager`, on condition that
     /// the object is still at `resource_version`: a decision made from a
     /// stale cache fails with a conflict instead of being applied twice.
+    /// After such a conflict, the same stale object is not written again
+    /// ([`Error::StaleCache`]): its reconciliation waits for the watch.
     pub async fn apply_status<K>(
         &self,
         api: &Api<K>,
@@ -141,12 +144,21 @@ impl Context {
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     {
+        let key = failure_key(object);
+        let version = object.resource_version();
+        if self.failures.is_stale(&key, version.as_deref()) {
+            self.metrics
+                .status_writes
+                .with_label_values(&[manager, "stale"])
+                .inc();
+            return Err(Error::StaleCache { object: key });
+        }
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "metadata": {
                 "name": object.name_any(),
-                "resourceVersion": object.resource_version(),
+                "resourceVersion": version,
             },
             "status": status,
         });
@@ -157,7 +169,12 @@ impl Context {
             .map_err(Error::Kube);
         let result = match &written {
             Ok(_) => "ok",
-            Err(error) if error.reason() == "Conflict" => "conflict",
+            Err(error) if error.is_conflict() => {
+                if let Some(version) = &version {
+                    self.failures.mark_stale(&key, version);
+                }
+                "conflict"
+            }
             Err(_) => "error",
         };
         self.metrics
@@ -166,6 +183,15 @@ impl Context {
             .inc();
         written
     }
+}
+
+/// The key under which [`failures::Failures`] knows `object`.
+pub fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    failures::key(
+        &K::kind(&()),
+        object.meta().namespace.as_deref(),
+        &object.name_any(),
+    )
 }
 
 /// A cache of `K` in `namespace` (or all), and the stream of the objects it
@@ -189,13 +215,24 @@ where
 {
     let (store, writer) = reflector::store();
     let events = watcher(
-        weblab_dial::scoped::<K>(client, namespace),
+        scoped::<K>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
     .reflect(writer)
     .touched_objects();
     (store, events)
+}
+
+/// An `Api` over one namespace, or all of them.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Reads one key of a Secret in `namespace` with a `get` by name (the
@@ -301,19 +338,54 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}{ELLIPSIS}", &text[..cut])
 }
 
-/// Counts the failure and tries again shortly; a conflict only means the
-/// cache was behind, and the watch brings the fresh object.
-pub fn error_policy(controller: &'static str, error: &Error, metrics: &Metrics) -> Action {
-    metrics
+/// Counts the failure, and backs the object off exponentially (with
+/// jitter, capped) until it succeeds. The first failure of a category (and
+/// each change of category) is one Warning event and one log line; its
+/// retries log at debug. A conflict only means the cache was behind: the
+/// watch brings the fresh object, and no person is told.
+pub fn error_policy<K>(
+    controller: &'static str,
+    object: &K,
+    error: &Error,
+    ctx: &Arc<Context>,
+) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    ctx.metrics
         .reconcile_errors
         .with_label_values(&[controller, error.reason()])
         .inc();
-    if error.reason() == "Conflict" {
-        tracing::debug!(%error, controller, "stale cache; retrying");
+    let category = failures::Category::of(error);
+    let verdict = ctx.failures.failed(&failure_key(object), category);
+    if verdict.new_category && category.is_reported() {
+        let note = Note::warning(
+            category.reason(),
+            format!(
+                "reconcile failed: {error}; retrying with backoff (next in {:.1}s)",
+                verdict.wait.as_secs_f64()
+            ),
+        );
+        let reference = object.object_ref(&());
+        let kind = K::kind(&()).into_owned();
+        let ctx = Arc::clone(ctx);
+        tokio::spawn(async move { ctx.publish(&reference, &kind, &note).await });
     } else {
-        tracing::warn!(%error, controller, "reconcile failed; retrying");
+        tracing::debug!(%error, controller, wait = ?verdict.wait, "reconcile failed; retrying");
     }
-    Action::requeue(ERROR_REQUEUE)
+    Action::requeue(verdict.wait)
+}
+
+/// Passes a reconciliation's `result` on, forgetting `object`'s failures
+/// when it succeeded (its backoff starts over).
+pub fn settle<K>(ctx: &Context, object: &K, result: Result<Action>) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+{
+    if result.is_ok() {
+        ctx.failures.succeeded(&failure_key(object));
+    }
+    result
 }
 
 /// The first word of `text` said twice in a row ("closed: closed: ..."),

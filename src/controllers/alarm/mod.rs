@@ -37,7 +37,7 @@ use crate::{
         common::{Duration as ApiDuration, SecretKeyRef, micro_time},
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, read_secret_key, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, read_secret_key, scoped, settle},
 };
 
 use alertmanager::{Delivery, Matchers};
@@ -504,7 +504,7 @@ pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> R
                 }
                 return Ok(written);
             }
-            Err(error) if error.reason() == "Conflict" && attempt < WRITE_ATTEMPTS => {
+            Err(error) if error.is_conflict() && attempt < WRITE_ATTEMPTS => {
                 attempt += 1;
                 current = api
                     .get_status(&current.name_any())
@@ -531,8 +531,11 @@ pub fn controller(
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            reconcile,
-            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            |object, cx| async move {
+                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
+                settle(&cx.ctx, object.as_ref(), result)
+            },
+            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
             cx,
         )
         .for_each(|_| futures::future::ready(()))

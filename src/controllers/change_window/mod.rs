@@ -30,7 +30,7 @@ use crate::{
         change_window::ChangeWindowStatus,
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, reflected, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, reflected, scoped, settle},
 };
 
 use window::{Verdict, WindowAlarm};
@@ -234,8 +234,11 @@ pub fn controller(
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            reconcile,
-            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            |object, cx| async move {
+                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
+                settle(&cx.ctx, object.as_ref(), result)
+            },
+            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
             cx,
         )
         .for_each(|_| futures::future::ready(()))

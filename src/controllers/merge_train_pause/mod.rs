@@ -36,7 +36,7 @@ use crate::{
         common::SecretKeyRef,
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
     },
-    controllers::{Context, error_policy, reflected, weblab_dial::scoped},
+    controllers::{Context, error_policy, reflected, scoped, settle},
     outbound::Outbound,
 };
 
@@ -359,8 +359,11 @@ pub fn controller(
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            reconcile,
-            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            |object, cx| async move {
+                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
+                settle(&cx.ctx, object.as_ref(), result)
+            },
+            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
             cx,
         )
         .for_each(|_| futures::future::ready(()))

@@ -1,5 +1,6 @@
 //! Pauses owned by another object (a `Rollback`, a `WeblabDial` rolled back
-//! by an alarm): created while the owner wants its trains paused, deleted
+//! by an alarm; each owner's plan says which pauses it wants): created while
+//! the owner wants its trains paused, deleted
 //! when it no longer does, which resumes the trains through the pause's
 //! finalizer. Each owned pause has a deterministic name, so creation is
 //! create-if-absent and a crash between two steps does no harm; its
@@ -18,11 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::{
     Error, Result,
     api::{
-        Rollback, WeblabDial,
         common::Duration,
         merge_train_pause::{MergeTrainPause, MergeTrainPauseSpec, MergeTrainRef},
-        rollback::RollbackPhase,
-        weblab_dial::{DialPhase, WeblabDialStatus},
     },
 };
 
@@ -179,57 +177,10 @@ where
     Ok(())
 }
 
-/// The pauses a dial wants: its `spec.rollback.pauseMergeTrains`, while an
-/// alarm holds it rolled back (not after an abort, not once retried or
-/// changed).
-pub fn for_dial(dial: &WeblabDial, status: &WeblabDialStatus) -> Vec<PauseTemplate> {
-    let rolled_back_by_alarm = status.phase == Some(DialPhase::RolledBack)
-        && status.rollback.as_ref().is_some_and(|r| r.alarm.is_some());
-    if !rolled_back_by_alarm {
-        return Vec::new();
-    }
-    let why = status
-        .rollback
-        .as_ref()
-        .map(|r| r.message.clone())
-        .unwrap_or_default();
-    dial.spec
-        .rollback
-        .pause_merge_trains
-        .iter()
-        .map(|train| PauseTemplate {
-            train: train.clone(),
-            reason: format!("WeblabDial {} was rolled back: {why}", dial.name_any()),
-            ticket: None,
-        })
-        .collect()
-}
-
-/// The pauses a Rollback wants: its `spec.pauseMergeTrains` from the moment
-/// it runs until it succeeds; a failed rollback keeps them (the incident is
-/// not over), and re-arming or success lifts them.
-pub fn for_rollback(rollback: &Rollback, phase: Option<RollbackPhase>) -> Vec<PauseTemplate> {
-    if !matches!(
-        phase,
-        Some(RollbackPhase::Progressing | RollbackPhase::Failed)
-    ) {
-        return Vec::new();
-    }
-    rollback
-        .spec
-        .pause_merge_trains
-        .iter()
-        .map(|train| PauseTemplate {
-            train: train.clone(),
-            reason: format!("Rollback {} is running", rollback.name_any()),
-            ticket: None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::WeblabDial;
 
     fn dial() -> WeblabDial {
         serde_json::from_value(serde_json::json!({
@@ -247,22 +198,18 @@ mod tests {
         .expect("a valid dial")
     }
 
-    fn rolled_back() -> WeblabDialStatus {
-        serde_json::from_value(serde_json::json!({
-            "phase": "RolledBack",
-            "rollback": {
-                "at": "2026-11-22T10:00:00Z", "alarm": "api-errors", "realms": ["NA"],
-                "generation": 1, "message": "api-errors fired"
-            }
-        }))
-        .expect("a valid status")
+    fn wanted() -> Vec<PauseTemplate> {
+        vec![PauseTemplate {
+            train: serde_json::from_value(serde_json::json!({"train": "web-main"})).expect("ref"),
+            reason: "WeblabDial checkout was rolled back".to_owned(),
+            ticket: None,
+        }]
     }
 
     #[test]
-    fn a_dial_rolled_back_by_an_alarm_wants_its_pauses_and_creates_them_once() {
+    fn a_wanted_pause_is_created_once_and_deleted_when_no_longer_wanted() {
         let dial = dial();
-        let wanted = for_dial(&dial, &rolled_back());
-        assert_eq!(wanted.len(), 1);
+        let wanted = wanted();
         let changes = plan_changes(&dial, &wanted, &[]);
         let [OwnedChange::Create(pause)] = changes.as_slice() else {
             panic!("one creation: {changes:?}")
@@ -287,15 +234,8 @@ mod tests {
     }
 
     #[test]
-    fn an_abort_or_a_retry_wants_no_pause_and_others_pauses_are_left_alone() {
+    fn others_pauses_are_left_alone() {
         let dial = dial();
-        let mut aborted = rolled_back();
-        if let Some(record) = aborted.rollback.as_mut() {
-            record.alarm = None;
-        }
-        assert!(for_dial(&dial, &aborted).is_empty());
-        assert!(for_dial(&dial, &WeblabDialStatus::default()).is_empty());
-
         let mut someone_elses: MergeTrainPause = MergeTrainPause::new(
             "checkout-web-main",
             MergeTrainPauseSpec {
@@ -310,7 +250,7 @@ mod tests {
         );
         someone_elses.metadata.namespace = Some("team".to_owned());
         let existing = vec![Arc::new(someone_elses)];
-        assert!(plan_changes(&dial, &for_dial(&dial, &rolled_back()), &existing).is_empty());
+        assert!(plan_changes(&dial, &wanted(), &existing).is_empty());
         assert!(plan_changes(&dial, &[], &existing).is_empty());
     }
 

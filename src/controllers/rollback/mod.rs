@@ -32,7 +32,7 @@ use crate::{
         common::AlarmSelection,
         rollback::{RollbackPhase, TriggerType, Wave},
     },
-    controllers::{Context, Note, error_policy, merge_train_pause, reflected, weblab_dial::scoped},
+    controllers::{Context, Note, error_policy, merge_train_pause, reflected, scoped, settle},
 };
 
 use clusters::Clusters;
@@ -204,7 +204,7 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         }
     }
     let phase = decision.status.phase;
-    let wanted = merge_train_pause::owned::for_rollback(&rollback, phase);
+    let wanted = plan::merge_train_pauses(&rollback.name_any(), &rollback.spec, phase);
     merge_train_pause::owned::sync(&ctx.client, &cx.pauses, rollback.as_ref(), &wanted).await?;
 
     let wrote = decision.status != status;
@@ -375,8 +375,11 @@ pub fn controller(
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            reconcile,
-            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            |object, cx| async move {
+                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
+                settle(&cx.ctx, object.as_ref(), result)
+            },
+            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
             cx,
         )
         .for_each(|_| futures::future::ready(()))

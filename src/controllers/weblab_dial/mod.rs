@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -25,7 +25,7 @@ use crate::{
     api::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState, common::AlarmSelection,
     },
-    controllers::{Context, error_policy, merge_train_pause, reflected},
+    controllers::{Context, error_policy, merge_train_pause, reflected, scoped, settle},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -90,7 +90,7 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         ctx.publish(&reference, "WeblabDial", note).await;
     }
     // Merge trains stay paused while an alarm holds the dial rolled back.
-    let trains = merge_train_pause::owned::for_dial(&dial, &decision.status);
+    let trains = plan::merge_train_pauses(&dial.name_any(), &dial.spec, &decision.status);
     merge_train_pause::owned::sync(&ctx.client, &cx.pauses, dial.as_ref(), &trains).await?;
     // After a write, our own watch event brings the fresh object back: acting
     // sooner would decide from a stale cache.
@@ -215,17 +215,6 @@ fn dials_gated_by(dials: &Store<WeblabDial>, window: &ChangeWindow) -> Vec<Objec
         .collect()
 }
 
-/// An `Api` over one namespace, or all of them.
-pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Builds the controller for one scope (a namespace, or all): returns the
 /// dial cache, which the assignment API serves from, and the future that
 /// runs the controller until `shutdown`.
@@ -264,8 +253,11 @@ pub fn controller(
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            reconcile,
-            |_, error: &Error, cx| error_policy(CONTROLLER, error, &cx.ctx.metrics),
+            |object, cx| async move {
+                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
+                settle(&cx.ctx, object.as_ref(), result)
+            },
+            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
             cx,
         )
         .for_each(|_| futures::future::ready(()))

@@ -30,7 +30,7 @@ use crate::{
         },
     },
     assignment::Layout,
-    controllers::Note,
+    controllers::{Note, merge_train_pause::owned::PauseTemplate},
 };
 
 /// How long the controller waits before looking again at a dial that has
@@ -118,6 +118,35 @@ pub fn window_gate(name: &str, status: Option<&ChangeWindowStatus>) -> WindowGat
         // Unknown is not open: a dial-up waits until the window is evaluated.
         None => WindowGate::Closed(format!("ChangeWindow {name} has not been evaluated yet")),
     }
+}
+
+/// The merge-train pauses the dial `name` wants: its
+/// `spec.rollback.pauseMergeTrains`, while an alarm holds it rolled back
+/// (not after an abort, not once retried or changed).
+pub fn merge_train_pauses(
+    name: &str,
+    spec: &WeblabDialSpec,
+    status: &WeblabDialStatus,
+) -> Vec<PauseTemplate> {
+    let rolled_back_by_alarm = status.phase == Some(DialPhase::RolledBack)
+        && status.rollback.as_ref().is_some_and(|r| r.alarm.is_some());
+    if !rolled_back_by_alarm {
+        return Vec::new();
+    }
+    let why = status
+        .rollback
+        .as_ref()
+        .map(|r| r.message.clone())
+        .unwrap_or_default();
+    spec.rollback
+        .pause_merge_trains
+        .iter()
+        .map(|train| PauseTemplate {
+            train: train.clone(),
+            reason: format!("WeblabDial {name} was rolled back: {why}"),
+            ticket: None,
+        })
+        .collect()
 }
 
 /// Everything the decision depends on.

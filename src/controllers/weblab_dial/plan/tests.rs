@@ -687,3 +687,37 @@ fn composed_messages_repeat_no_word() {
         assert_eq!(doubled_word(&message), None, "{message}");
     }
 }
+
+#[test]
+fn merge_trains_are_paused_only_while_an_alarm_holds_the_dial_rolled_back() {
+    let yaml = format!("{PROGRESSIVE}rollback: {{pauseMergeTrains: [{{train: web-main}}]}}\n");
+    let pauses = |dial: &Scenario| merge_train_pauses("checkout", &dial.spec, &dial.status);
+    let mut dial = Scenario::new(&yaml);
+    dial.decide(0);
+    assert!(
+        pauses(&dial).is_empty(),
+        "a dial that progresses pauses nothing"
+    );
+    dial.alarm("errors", AlarmState::Alarm, Severity::Sev2, None);
+    dial.decide(60);
+    let wanted = pauses(&dial);
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(wanted[0].train.train, "web-main");
+    assert!(
+        wanted[0]
+            .reason
+            .starts_with("WeblabDial checkout was rolled back: "),
+        "{}",
+        wanted[0].reason
+    );
+    dial.alarm("errors", AlarmState::Ok, Severity::Sev2, None);
+    dial.request(120, "retry");
+    assert!(pauses(&dial).is_empty(), "a retry lifts the pause");
+
+    // An abort is a person's decision, not an incident: no pause.
+    let mut aborted = Scenario::new(&yaml);
+    aborted.decide(0);
+    aborted.request(60, "abort");
+    assert_eq!(aborted.phase(), Some(DialPhase::Aborted));
+    assert!(pauses(&aborted).is_empty());
+}
