@@ -23,7 +23,8 @@ use crate::{
     controllers::{
         Context,
         alarm::{self, AlarmContext},
-        change_window, merge_train_pause, on_leadership, rollback, weblab_dial,
+        change_window, merge_train_exception, merge_train_pause, on_leadership, rollback,
+        weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -97,6 +98,10 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     let mut alarms = Vec::new();
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
+    let mut exceptions = server::gates::Exceptions {
+        stores: Vec::new(),
+        uses: Arc::default(),
+    };
     let mut controllers = Vec::new();
     for scope in scopes {
         let (store, controller) = change_window::controller(
@@ -114,6 +119,19 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             shutdown.clone(),
         );
         pauses.push(store);
+        controllers.push(controller);
+        let (store, controller) = merge_train_exception::controller(
+            ctx.clone(),
+            scope,
+            (
+                pauses[pauses.len() - 1].clone(),
+                windows[windows.len() - 1].clone(),
+            ),
+            exceptions.uses.clone(),
+            on_leadership(leader.clone()),
+            shutdown.clone(),
+        );
+        exceptions.stores.push(store);
         controllers.push(controller);
         let (store, controller) = weblab_dial::controller(
             ctx.clone(),
@@ -172,6 +190,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
+        exceptions: exceptions.clone(),
         tokens: tokens.clone(),
         ofrep_root_namespace: settings.ofrep_root_namespace.clone(),
         limits: settings.limits,
@@ -202,6 +221,11 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
                 }
             }
             for store in &windows {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            for store in &exceptions.stores {
                 if !wait_until_synced(store).await {
                     return false;
                 }

@@ -8,6 +8,7 @@
 pub mod alarm;
 pub mod change_window;
 pub mod failures;
+pub mod merge_train_exception;
 pub mod merge_train_pause;
 pub mod rollback;
 pub mod weblab_dial;
