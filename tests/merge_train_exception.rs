@@ -206,10 +206,32 @@ async fn the_fix_passes_a_held_train_and_nothing_else_does() {
     assert!(eventually(WAIT, || async { writes().await >= 1.0 }).await);
     let writes_before_uses = writes().await;
 
-    // The fix passes; every other merge request, and a caller naming none,
-    // is refused; the other namespace's train stays held for the fix too.
+    // The fix passes: its first use is recorded at once, with one event.
     let first_use = Instant::now();
     assert_eq!(curl_gate(&operator, &ns, "graphql-main", FIX).await, 0);
+    let used = wait_exception(
+        &exceptions,
+        "sev2-7781-fix",
+        &operator,
+        "recorded a use",
+        |e| e.status.as_ref().is_some_and(|s| s.uses >= 1),
+    )
+    .await;
+    println!(
+        "first use to its record in status: {} ms",
+        first_use.elapsed().as_millis()
+    );
+    let status = used.status.expect("status");
+    assert_eq!(status.uses, 1, "{status:?}");
+    assert!(status.first_used.is_some() && status.first_used == status.last_used);
+    let event_seen = eventually(WAIT, || async {
+        events(plane, &ns, "sev2-7781-fix", "ExceptionUsed").await == 1
+    })
+    .await;
+    assert!(event_seen, "no ExceptionUsed event:\n{}", operator.logs());
+
+    // Every other merge request, and a caller naming none, is refused; the
+    // other namespace's train stays held for the fix too.
     for refused in [
         "",
         "?project=graphql%2Fapi&mergeRequest=4128",
@@ -227,14 +249,6 @@ async fn the_fix_passes_a_held_train_and_nothing_else_does() {
         22,
         "an exception opens nothing in another namespace"
     );
-    let (status, body) = gate_answer(&operator, &ns, "graphql-main", FIX).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["open"], true);
-    assert_eq!(body["exception"], "sev2-7781-fix");
-    assert_eq!(
-        body["reasons"][0]["name"], "sev2-freeze",
-        "what it was let through: {body}"
-    );
 
     // A malformed query is a JSON 400, whatever the train's state.
     for (query, says) in [
@@ -251,32 +265,22 @@ async fn the_fix_passes_a_held_train_and_nothing_else_does() {
             );
         }
     }
-    assert_eq!(curl_gate(&operator, &ns, "open-train", FIX).await, 0);
-
-    // Two uses so far: recorded at once, with one event.
-    let used = wait_exception(
-        &exceptions,
-        "sev2-7781-fix",
-        &operator,
-        "recorded a use",
-        |e| e.status.as_ref().is_some_and(|s| s.uses >= 2),
-    )
-    .await;
-    println!(
-        "first use to its record in status: {} ms",
-        first_use.elapsed().as_millis()
+    assert_eq!(
+        curl_gate(&operator, &ns, "open-train", FIX).await,
+        0,
+        "an open train is open, and no use"
     );
-    let status = used.status.expect("status");
-    assert!(status.first_used.is_some() && status.last_used.is_some());
-    assert_eq!(status.uses, 2, "{status:?}");
-    let event_seen = eventually(WAIT, || async {
-        events(plane, &ns, "sev2-7781-fix", "ExceptionUsed").await == 1
-    })
-    .await;
-    assert!(event_seen, "no ExceptionUsed event:\n{}", operator.logs());
 
-    // Three more: batched, not a write per request.
+    // Four more: batched, not a write per request.
     let batch_started = Instant::now();
+    let (status, body) = gate_answer(&operator, &ns, "graphql-main", FIX).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["open"], true);
+    assert_eq!(body["exception"], "sev2-7781-fix");
+    assert_eq!(
+        body["reasons"][0]["name"], "sev2-freeze",
+        "what it was let through: {body}"
+    );
     for _ in 0..3 {
         assert_eq!(curl_gate(&operator, &ns, "graphql-main", FIX).await, 0);
     }
@@ -289,7 +293,7 @@ async fn the_fix_passes_a_held_train_and_nothing_else_does() {
     )
     .await;
     println!(
-        "three later uses recorded in one batch after {} ms",
+        "four later uses recorded after {} ms",
         batch_started.elapsed().as_millis()
     );
     let used_writes = writes().await - writes_before_uses;
@@ -551,4 +555,116 @@ spec:
     )
     .await;
     assert_eq!(events(plane, &ns, "typo", "UnknownTrain").await, 1);
+}
+
+async fn is_leader(operator: &Operator) -> bool {
+    matches!(operator.get("/metrics").await, Some((200, text)) if text.lines().any(|l| l == "weblab_leader 1"))
+}
+
+#[tokio::test]
+async fn a_followers_uses_are_recorded_once_it_leads() {
+    let plane = control_plane().await;
+    let namespace = plane.namespace("mte-follower").await.expect("namespace");
+    let ns = namespace.name().to_owned();
+    let replica = |identity: &'static str| {
+        let ns = ns.clone();
+        async move {
+            Operator::start(
+                plane,
+                &[
+                    "--namespace",
+                    &ns,
+                    "--leader-election",
+                    "--identity",
+                    identity,
+                    "--lease-name",
+                    "mte-follower",
+                    "--lease-namespace",
+                    &ns,
+                    "--lease-duration",
+                    "3s",
+                    "--renew-deadline",
+                    "2s",
+                    "--retry-period",
+                    "500ms",
+                ],
+            )
+            .await
+        }
+    };
+    let leader = replica("replica-a").await;
+    assert!(
+        eventually(Duration::from_secs(30), || is_leader(&leader)).await,
+        "no leader:\n{}",
+        leader.logs()
+    );
+    let follower = replica("replica-b").await;
+    let client = plane.client().await.expect("client");
+    let pauses: Api<MergeTrainPause> = Api::namespaced(client.clone(), &ns);
+    let exceptions: Api<MergeTrainException> = Api::namespaced(client, &ns);
+    apply_yaml(plane, &ns, &pause_yaml("freeze", "web-main")).await;
+    wait_pause(&pauses, "freeze", &leader).await;
+    apply_yaml(
+        plane,
+        &ns,
+        &exception_yaml(
+            "fix",
+            "web-main",
+            "  mergeRequest: {project: web/app, iid: 7}",
+            "  duration: 1h\n",
+        ),
+    )
+    .await;
+    wait_exception(&exceptions, "fix", &leader, "became Active", |e| {
+        phase(e) == Some(ExceptionPhase::Active)
+    })
+    .await;
+
+    // The follower serves the gate from its own caches, and writes nothing.
+    let query = "?project=web%2Fapp&mergeRequest=7";
+    let served = eventually(WAIT, || async {
+        curl_gate(&follower, &ns, "web-main", query).await == 0
+    })
+    .await;
+    assert!(
+        served,
+        "the follower never let the fix through:\n{}",
+        follower.logs()
+    );
+    assert_eq!(curl_gate(&follower, &ns, "web-main", query).await, 0);
+    assert!(!is_leader(&follower).await, "two leaders");
+    assert_eq!(
+        metric(&follower, "weblab_gate_exception_uses_total").await,
+        2.0
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let uses = |exception: MergeTrainException| exception.status.map_or(0, |s| s.uses);
+    assert_eq!(
+        uses(exceptions.get("fix").await.expect("exists")),
+        0,
+        "a follower never writes"
+    );
+
+    // The leader dies; the follower leads and records what it answered.
+    leader.kill().await;
+    let killed = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || is_leader(&follower)).await,
+        "the follower never took over:\n{}",
+        follower.logs()
+    );
+    let recorded = wait_exception(
+        &exceptions,
+        "fix",
+        &follower,
+        "recorded the follower's uses",
+        |e| e.status.as_ref().is_some_and(|s| s.uses == 2),
+    )
+    .await;
+    println!(
+        "leader killed to the follower's uses in status: {} ms (lease duration 3s)",
+        killed.elapsed().as_millis()
+    );
+    assert!(recorded.status.is_some_and(|s| s.first_used.is_some()));
+    assert_eq!(events(plane, &ns, "fix", "ExceptionUsed").await, 1);
 }
