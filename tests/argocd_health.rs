@@ -311,15 +311,21 @@ fn merge_train_exception_health_in_every_phase() {
         let (status, _) = health("MergeTrainException", &exception);
         assert_eq!(status, expected, "{phase:?}");
     }
-    let unknown = object(
-        "MergeTrainException",
-        json!({"observedGeneration": 2, "phase": "Active", "conditions": [
-            condition("TrainKnown", "False", "no MergeTrainPause or ChangeWindow names train web-mian"),
-        ]}),
-    );
-    let (status, message) = health("MergeTrainException", &unknown);
-    assert_eq!(status, "Degraded");
-    assert!(message.contains("web-mian"), "{message}");
+    for (reason, expected) in [("NotYetKnown", "Progressing"), ("UnknownTrain", "Degraded")] {
+        let mut train = condition(
+            "TrainKnown",
+            "False",
+            "no MergeTrainPause or ChangeWindow names train web-mian",
+        );
+        train["reason"] = json!(reason);
+        let unknown = object(
+            "MergeTrainException",
+            json!({"observedGeneration": 2, "phase": "Active", "conditions": [train]}),
+        );
+        let (status, message) = health("MergeTrainException", &unknown);
+        assert_eq!(status, expected, "{reason}");
+        assert!(message.contains("web-mian"), "{message}");
+    }
 }
 
 #[test]

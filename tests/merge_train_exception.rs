@@ -528,7 +528,8 @@ spec:
         22
     );
 
-    // An exception naming a train nobody holds says so.
+    // An exception naming a train nobody holds says so (once it is 30 s
+    // old: one applied with its pause does not).
     apply_yaml(
         plane,
         &ns,

@@ -45,6 +45,11 @@ pub const BATCH_INTERVAL: Duration = Duration::from_secs(30);
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Wakes a little after the expiry rather than on it.
 const AFTER_EXPIRY: Duration = Duration::from_millis(50);
+/// An exception applied together with its pause (or before it) names a
+/// train nobody holds yet: no warning until it is this old.
+pub const UNKNOWN_TRAIN_GRACE: Duration = Duration::from_secs(30);
+/// How often an active exception whose train nobody names looks again.
+pub const UNKNOWN_TRAIN_RECHECK: Duration = Duration::from_secs(10);
 
 /// When the exception stops working, in whole seconds (rounded up, so that
 /// the status shows the exact instant the gate uses), or why it never works.
@@ -154,12 +159,24 @@ pub fn decide(world: &World) -> Decision {
             format!("{subject} may pass train {train} while it is held, until {end}"),
         ),
     };
+    let grace = SignedDuration::try_from(UNKNOWN_TRAIN_GRACE).unwrap_or_default();
+    let young = world
+        .created
+        .and_then(|created| created.checked_add(grace).ok())
+        .is_some_and(|end| world.now < end);
     let known = if world.train_known {
         DesiredCondition::new(
             TRAIN_KNOWN,
             true,
             "TrainKnown",
             format!("a MergeTrainPause or ChangeWindow in this namespace names train {train}"),
+        )
+    } else if young {
+        DesiredCondition::new(
+            TRAIN_KNOWN,
+            false,
+            "NotYetKnown",
+            format!("no MergeTrainPause or ChangeWindow in this namespace names train {train} yet"),
         )
     } else {
         DesiredCondition::new(
@@ -228,8 +245,9 @@ pub fn decide(world: &World) -> Decision {
             ),
         });
     }
-    let was_known = conditions::find(&current.conditions, TRAIN_KNOWN).map(|c| c.status == "True");
-    if phase == ExceptionPhase::Active && !world.train_known && was_known != Some(false) {
+    let warned = conditions::find(&current.conditions, TRAIN_KNOWN)
+        .is_some_and(|c| c.reason == "UnknownTrain");
+    if phase == ExceptionPhase::Active && !world.train_known && !young && !warned {
         notes.push(Note::warning(
             "UnknownTrain",
             format!(
@@ -257,6 +275,9 @@ pub fn decide(world: &World) -> Decision {
         }
         _ => None,
     };
+    if phase == ExceptionPhase::Active && !world.train_known {
+        requeue_after = requeue_after.map(|wait| wait.min(UNKNOWN_TRAIN_RECHECK));
+    }
     if pending.is_some()
         && record.is_none()
         && let Some(due) = batch_due

@@ -45,7 +45,12 @@ end
 if phase == "Active" then
   local train = condition("TrainKnown")
   if train ~= nil and train.status == "False" then
-    hs.status = "Degraded"
+    -- Just applied (its pause may be on its way), or a train nobody holds.
+    if train.reason == "NotYetKnown" then
+      hs.status = "Progressing"
+    else
+      hs.status = "Degraded"
+    end
     hs.message = message(train, "No pause or window names the train")
     return hs
   end

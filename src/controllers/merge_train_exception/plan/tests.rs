@@ -231,14 +231,26 @@ fn after_a_failover_pending_uses_are_recorded_at_once() {
 fn a_train_nobody_names_is_a_condition_and_one_warning_not_an_error() {
     let mut life = Scenario::new(serde_json::json!({"duration": "4h"}));
     life.train_known = false;
+    let reason = |decision: &Decision| {
+        conditions::find(&decision.status.conditions, TRAIN_KNOWN)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    // Applied together with its pause: no warning while it is young.
     let decision = life.step("2026-12-03T08:00:01Z", None);
     assert_eq!(decision.status.phase, Some(ExceptionPhase::Active));
-    assert_eq!(reasons(&decision), ["ExceptionActive", "UnknownTrain"]);
-    let condition =
-        conditions::find(&decision.status.conditions, TRAIN_KNOWN).expect("the condition");
+    assert_eq!(reasons(&decision), ["ExceptionActive"]);
     assert_eq!(
-        (condition.status.as_str(), condition.reason.as_str()),
-        ("False", "UnknownTrain")
+        reason(&decision),
+        Some(("False".into(), "NotYetKnown".into()))
+    );
+    assert_eq!(decision.requeue_after, Some(UNKNOWN_TRAIN_RECHECK));
+
+    let decision = life.step("2026-12-03T08:00:30Z", None);
+    assert_eq!(reasons(&decision), ["UnknownTrain"]);
+    assert!(decision.notes[0].warning);
+    assert_eq!(
+        reason(&decision),
+        Some(("False".into(), "UnknownTrain".into()))
     );
     assert!(
         life.step("2026-12-03T08:05:00Z", None).notes.is_empty(),
@@ -249,6 +261,21 @@ fn a_train_nobody_names_is_a_condition_and_one_warning_not_an_error() {
     let known = life.step("2026-12-03T08:10:00Z", None);
     assert!(conditions::is_true(&known.status.conditions, TRAIN_KNOWN));
     assert!(known.notes.is_empty());
+    assert_eq!(known.requeue_after, Some(RESYNC));
+}
+
+#[test]
+fn a_train_held_soon_after_the_exception_never_warns() {
+    let mut life = Scenario::new(serde_json::json!({"duration": "4h"}));
+    life.train_known = false;
+    life.step("2026-12-03T08:00:01Z", None);
+    life.train_known = true;
+    let decision = life.step("2026-12-03T08:00:11Z", None);
+    assert!(decision.notes.is_empty(), "{:?}", decision.notes);
+    assert!(conditions::is_true(
+        &decision.status.conditions,
+        TRAIN_KNOWN
+    ));
 }
 
 #[test]
