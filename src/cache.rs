@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{Alarm, ChangeWindow, MergeTrainPause, Rollback, WeblabDial},
+    api::{Alarm, ChangeWindow, MergeTrainException, MergeTrainPause, Rollback, WeblabDial},
     controllers::scoped,
 };
 
@@ -202,11 +202,12 @@ pub struct Caches {
     pub windows: Cache<ChangeWindow>,
     pub pauses: Cache<MergeTrainPause>,
     pub rollbacks: Cache<Rollback>,
+    pub exceptions: Cache<MergeTrainException>,
 }
 
 impl Caches {
     /// The caches of `namespace` (or all), and the futures that keep them
-    /// current: five watches, whatever reads them.
+    /// current: one watch per kind, whatever reads them.
     pub fn watch(
         client: &Client,
         namespace: Option<&str>,
@@ -217,12 +218,14 @@ impl Caches {
         let (windows, window_watch) = Cache::watch(client, namespace, shutdown.clone());
         let (pauses, pause_watch) = Cache::watch(client, namespace, shutdown.clone());
         let (rollbacks, rollback_watch) = Cache::watch(client, namespace, shutdown.clone());
+        let (exceptions, exception_watch) = Cache::watch(client, namespace, shutdown.clone());
         let caches = Self {
             dials,
             alarms,
             windows,
             pauses,
             rollbacks,
+            exceptions,
         };
         let watches = vec![
             dial_watch,
@@ -230,6 +233,7 @@ impl Caches {
             window_watch,
             pause_watch,
             rollback_watch,
+            exception_watch,
         ];
         (caches, watches)
     }

@@ -24,7 +24,8 @@ use crate::{
     controllers::{
         Context,
         alarm::{self, AlarmContext},
-        change_window, merge_train_pause, on_leadership, rollback, weblab_dial,
+        change_window, merge_train_exception, merge_train_pause, on_leadership, rollback,
+        weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -99,6 +100,10 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
     let mut watches = Vec::new();
+    let mut exceptions = server::gates::Exceptions {
+        stores: Vec::new(),
+        uses: Arc::default(),
+    };
     let mut controllers = Vec::new();
     for scope in scopes {
         // One watch per kind and scope, shared by every controller and
@@ -115,6 +120,14 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         controllers.push(merge_train_pause::controller(
             ctx.clone(),
             &caches,
+            all(),
+            shutdown.clone(),
+        ));
+        controllers.push(merge_train_exception::controller(
+            ctx.clone(),
+            &caches,
+            scope,
+            exceptions.uses.clone(),
             all(),
             shutdown.clone(),
         ));
@@ -141,6 +154,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         alarms.push(caches.alarms.store());
         pauses.push(caches.pauses.store());
         windows.push(caches.windows.store());
+        exceptions.stores.push(caches.exceptions.store());
     }
     let webhook_token = WebhookToken::default();
     if let Some(secret) = settings.webhook_token.clone() {
@@ -173,6 +187,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
+        exceptions: exceptions.clone(),
         tokens: tokens.clone(),
         ofrep_root_namespace: settings.ofrep_root_namespace.clone(),
         limits: settings.limits,
@@ -207,6 +222,11 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
                 }
             }
             for store in &windows {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            for store in &exceptions.stores {
                 if !wait_until_synced(store).await {
                     return false;
                 }

@@ -9,6 +9,7 @@ pub mod alarm;
 pub mod attach;
 pub mod change_window;
 pub mod failures;
+pub mod merge_train_exception;
 pub mod merge_train_pause;
 pub mod rollback;
 pub mod weblab_dial;
