@@ -6,6 +6,7 @@
 //! [`metrics`] is the Prometheus registry they share.
 
 pub mod api;
+pub mod api_client;
 pub mod assignment;
 pub mod cache;
 pub mod controllers;

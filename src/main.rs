@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use weblab_operator::{
     api,
+    api_client::{self, WriteLimits},
     leader::LeaseSettings,
+    metrics::Metrics,
     operator,
     server::{
         alertmanager::{TokenSecret, WebhookOptions},
@@ -169,6 +171,17 @@ struct RunArgs {
     /// Requests answered at once at most; more get 503 at once.
     #[arg(long, env = "WEBLAB_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     http_max_concurrent_requests: u32,
+
+    /// Writes to the Kubernetes API per second, sustained (status applies,
+    /// patches, events); more wait their turn. Lease renewals are not
+    /// counted; an alarm's state is counted but never waits.
+    #[arg(long, env = "WEBLAB_API_WRITES_PER_SECOND", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    api_writes_per_second: u32,
+
+    /// Writes to the Kubernetes API at once after a quiet time, before
+    /// `--api-writes-per-second` paces them.
+    #[arg(long, env = "WEBLAB_API_WRITE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    api_write_burst: u32,
 }
 
 /// An `http://` or `https://` prefix with at least a host, its scheme and
@@ -273,7 +286,8 @@ fn print_crds() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = client(&args).await?;
+    let metrics = Metrics::new()?;
+    let client = client(&args, &metrics).await?;
     let identity = args
         .identity
         .clone()
@@ -327,12 +341,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    operator::run(client, settings, shutdown).await?;
+    operator::run(client, metrics, settings, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn client(args: &RunArgs) -> anyhow::Result<Client> {
+async fn client(args: &RunArgs, metrics: &Metrics) -> anyhow::Result<Client> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
@@ -346,7 +360,11 @@ async fn client(args: &RunArgs) -> anyhow::Result<Client> {
         None if args.context.is_some() => Config::from_kubeconfig(&options).await?,
         None => Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    let limits = WriteLimits {
+        per_second: args.api_writes_per_second,
+        burst: args.api_write_burst,
+    };
+    Ok(api_client::client(config, limits, metrics)?)
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

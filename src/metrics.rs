@@ -3,8 +3,8 @@
 //! names or error text.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, core::Collector,
+    Counter, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, core::Collector,
 };
 
 use crate::{Error, Result};
@@ -51,6 +51,11 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     /// How long rollback waves take, from start to verified (or failed).
     pub rollback_wave_duration: HistogramVec,
+    /// Requests to the API server sent again, by the status code that
+    /// refused them (429, 5xx).
+    pub api_retries: IntCounterVec,
+    /// Seconds writes waited for the client-side write rate limit.
+    pub api_throttled_seconds: Counter,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -222,6 +227,22 @@ impl Metrics {
                         1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
                     ]),
                     &["result"],
+                )
+                .map_err(Error::Metrics)?,
+            )?,
+            api_retries: register(
+                &registry,
+                counter(
+                    "api_retries_total",
+                    "Requests to the Kubernetes API sent again after an answer of 429 or 5xx, by that answer's status code",
+                    &["code"],
+                )?,
+            )?,
+            api_throttled_seconds: register(
+                &registry,
+                Counter::new(
+                    "api_throttled_seconds_total",
+                    "Seconds the operator's writes waited for the client-side write rate limit (--api-writes-per-second)",
                 )
                 .map_err(Error::Metrics)?,
             )?,

@@ -71,8 +71,14 @@ pub struct Settings {
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
-pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken) -> Result<()> {
-    let metrics = Metrics::new()?;
+/// `metrics` are the ones `client` counts its retries in (see
+/// [`crate::api_client`]).
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let (leader_tx, leader) = watch::channel(false);
     let ctx = Arc::new(Context::new(
