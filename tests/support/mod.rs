@@ -11,6 +11,7 @@ use std::{
 use testenv::ControlPlane;
 use tokio::sync::OnceCell;
 
+pub mod throttling_proxy;
 pub mod workloads;
 
 /// The repository root.
@@ -311,6 +312,8 @@ pub const CHART_NAMESPACE: &str = "weblab-system";
 pub struct ChartIdentity {
     /// A kubeconfig holding a TokenRequest token of the ServiceAccount.
     pub kubeconfig: PathBuf,
+    /// That token.
+    pub token: String,
     /// The release namespace (the leader Lease's).
     pub namespace: String,
     /// `system:serviceaccount:<namespace>:<name>`, for `kubectl auth can-i --as`.
@@ -373,6 +376,7 @@ pub async fn chart_identity(plane: &ControlPlane) -> &'static ChartIdentity {
             let kubeconfig = token_kubeconfig(plane, "chart-identity", &token);
             ChartIdentity {
                 kubeconfig,
+                token,
                 namespace: CHART_NAMESPACE.to_owned(),
                 user: format!("system:serviceaccount:{CHART_NAMESPACE}:{CHART_RELEASE}"),
             }
