@@ -28,7 +28,8 @@ use super::{Bench, BenchResult, wait_until};
 
 /// The Secret holding the webhook token.
 pub const TOKEN_SECRET: &str = "weblab-webhook";
-const TOKEN: &str = "bench-token-5d1f";
+/// The webhook token.
+pub const TOKEN: &str = "bench-token-5d1f";
 const ATTACHED: usize = 100;
 const TRIALS: usize = 5;
 
@@ -44,7 +45,8 @@ pub async fn create_webhook_secret(client: &kube::Client, namespace: &str) -> Be
     Ok(())
 }
 
-fn notification(status: &str) -> Value {
+/// A notification from Alertmanager about the `BenchErrors` alert.
+pub fn notification(status: &str) -> Value {
     json!({
         "version": "4", "groupKey": "{}:{alertname=\"BenchErrors\"}", "truncatedAlerts": 0,
         "status": status, "receiver": "weblab", "groupLabels": {}, "commonLabels": {},

@@ -10,10 +10,18 @@
 //! 4. Rollback: 4 regions x 10 Deployments on a second control plane where
 //!    workloads run, sequential and parallel, split into waiting for
 //!    rollouts and operator overhead.
+//! 5. Read side at scale (`scale.rs`): 10,000 dials, 100 alarms, 20
+//!    windows, a leader and a watching replica: memory, time to settle,
+//!    writes and events per dial, alarm to every replica; then again with
+//!    the API server starved of CPU.
+//!
+//! `WEBLAB_BENCH_ONLY=scale` runs section 5 alone;
+//! `WEBLAB_BENCH_SCALE_DIALS` sets its dial count (default 10,000).
 
 mod alarms;
 mod assignment;
 mod rollback;
+mod scale;
 
 use std::{process::Stdio, time::Duration};
 
@@ -71,6 +79,9 @@ spec:
 
 async fn run() -> BenchResult<()> {
     let http = weblab_operator::outbound::client(Duration::from_secs(30))?;
+    if std::env::var("WEBLAB_BENCH_ONLY").as_deref() == Ok("scale") {
+        return scale::read_side(&http).await;
+    }
     let plane = testenv::ControlPlane::start(testenv::Options::default()).await?;
     plane
         .install_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
@@ -193,7 +204,7 @@ async fn run() -> BenchResult<()> {
     .await?;
     let _ = operator.kill().await;
     rollback::rollback_waves().await?;
-    Ok(())
+    scale::read_side(&http).await
 }
 
 fn counter(metrics: &str, series: &str) -> f64 {
