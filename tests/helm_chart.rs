@@ -267,6 +267,30 @@ async fn the_dashboard_shows_each_metric_the_issue_asks_for() {
 }
 
 #[tokio::test]
+async fn the_api_server_write_limits_reach_the_flags() {
+    let plane = plane().await;
+    let rendered = render(
+        plane,
+        "ops",
+        &["apiServer.writesPerSecond=20", "apiServer.writeBurst=40"],
+    )
+    .await;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).expect("YAML");
+    let deployment = docs
+        .iter()
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("the Deployment");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    for flag in ["--api-writes-per-second=20", "--api-write-burst=40"] {
+        assert!(
+            args.as_array()
+                .is_some_and(|args| args.contains(&serde_json::json!(flag))),
+            "{flag} missing: {args}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_values_fail_with_a_message_naming_the_value() {
     let plane = plane().await;
     let chart = chart();
@@ -290,6 +314,8 @@ async fn bad_values_fail_with_a_message_naming_the_value() {
             "namespaceLabel",
         ),
         ("alertmanagerWebhook.recordTimeout=soon", "recordTimeout"),
+        ("apiServer.writesPerSecond=0", "writesPerSecond"),
+        ("apiServer.writeBurst=many", "writeBurst"),
         (
             "leaderElection.enabled=false",
             "replicaCount > 1 needs leaderElection.enabled=true",
