@@ -267,7 +267,103 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    /// A layer whose retries come at once, over a service that answers
+    /// `statuses` in turn and records each body it was sent.
+    fn answering(
+        statuses: &'static [u16],
+    ) -> (
+        ApiLoad<tower::util::BoxCloneService<Request<Body>, Response<String>, BoxError>>,
+        Arc<Mutex<Vec<Vec<u8>>>>,
+        Metrics,
+    ) {
+        let metrics = Metrics::new().expect("metrics");
+        let schedule = Schedule {
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_retries: 2,
+        };
+        let layer = ApiLoadLayer::new(
+            WriteLimits {
+                per_second: 1000,
+                burst: 1000,
+            },
+            schedule,
+            &metrics,
+        );
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = bodies.clone();
+        let inner = tower::service_fn(move |request: Request<Body>| {
+            let seen = seen.clone();
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = request.into_body().collect_bytes().await?;
+                seen.lock().expect("not poisoned").push(body.to_vec());
+                let status = statuses[call.min(statuses.len() - 1)];
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(status)
+                        .header(RETRY_AFTER, "0")
+                        .body(String::new())?,
+                )
+            }
+        });
+        (
+            ApiLoad {
+                inner: tower::util::BoxCloneService::new(inner),
+                shared: layer.shared,
+            },
+            bodies,
+            metrics,
+        )
+    }
+
+    fn patch(path: &str) -> Request<Body> {
+        Request::builder()
+            .method(Method::PATCH)
+            .uri(path)
+            .body(Body::from(b"{\"status\":{}}".to_vec()))
+            .expect("a request")
+    }
+
+    const DIAL_STATUS: &str =
+        "/apis/weblab.dev/v1alpha1/namespaces/team/weblabdials/checkout/status";
+
+    #[tokio::test]
+    async fn a_refused_write_is_sent_again_whole_until_it_lands() {
+        let (mut service, bodies, metrics) = answering(&[429, 503, 200]);
+        let response = service.call(patch(DIAL_STATUS)).await.expect("a response");
+        assert_eq!(response.status(), 200);
+        let bodies = bodies.lock().expect("not poisoned").clone();
+        assert_eq!(bodies, vec![b"{\"status\":{}}".to_vec(); 3]);
+        assert_eq!(metrics.api_retries.with_label_values(&["429"]).get(), 1);
+        assert_eq!(metrics.api_retries.with_label_values(&["503"]).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn when_the_retries_are_spent_the_last_answer_is_returned() {
+        let (mut service, bodies, _) = answering(&[504]);
+        let response = service.call(patch(DIAL_STATUS)).await.expect("a response");
+        assert_eq!(response.status(), 504);
+        assert_eq!(bodies.lock().expect("not poisoned").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn refusals_and_lease_writes_are_not_retried() {
+        let (mut service, bodies, _) = answering(&[409, 200]);
+        let response = service.call(patch(DIAL_STATUS)).await.expect("a response");
+        assert_eq!(response.status(), 409);
+        let (mut service, lease_bodies, _) = answering(&[503, 200]);
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/weblab-operator";
+        let response = service.call(patch(lease)).await.expect("a response");
+        assert_eq!(response.status(), 503);
+        assert_eq!(bodies.lock().expect("not poisoned").len(), 1);
+        assert_eq!(lease_bodies.lock().expect("not poisoned").len(), 1);
+    }
 
     #[test]
     fn requests_are_paced_by_what_they_write() {
