@@ -271,15 +271,12 @@ mod tests {
 
     use super::*;
 
+    type Answering = tower::util::BoxCloneService<Request<Body>, Response<String>, BoxError>;
+    type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
+
     /// A layer whose retries come at once, over a service that answers
     /// `statuses` in turn and records each body it was sent.
-    fn answering(
-        statuses: &'static [u16],
-    ) -> (
-        ApiLoad<tower::util::BoxCloneService<Request<Body>, Response<String>, BoxError>>,
-        Arc<Mutex<Vec<Vec<u8>>>>,
-        Metrics,
-    ) {
+    fn answering(statuses: &'static [u16]) -> (ApiLoad<Answering>, Sent, Metrics) {
         let metrics = Metrics::new().expect("metrics");
         let schedule = Schedule {
             first_delay: Duration::from_millis(1),
