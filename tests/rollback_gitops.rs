@@ -247,6 +247,40 @@ async fn argo_cd_and_flux_auto_sync_is_suspended_before_the_rollback_and_given_b
         &format!("watchNamespaces={{{ns}}},rbac.gitops.enabled=true,rbac.gitops.namespaces={{{ns},{argo_ns}}}"),
     )
     .await;
+    // Least privilege: get and patch in the listed namespaces, nothing else.
+    let other = plane.namespace("gitops-other").await.expect("namespace");
+    for (verb, resource, namespace, want) in [
+        ("patch", "applications.argoproj.io", argo_ns, true),
+        (
+            "get",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+            ns,
+            true,
+        ),
+        ("patch", "helmreleases.helm.toolkit.fluxcd.io", ns, true),
+        ("list", "applications.argoproj.io", argo_ns, false),
+        (
+            "watch",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+            ns,
+            false,
+        ),
+        ("delete", "applications.argoproj.io", argo_ns, false),
+        ("create", "helmreleases.helm.toolkit.fluxcd.io", ns, false),
+        ("update", "applications.argoproj.io", argo_ns, false),
+        ("patch", "applications.argoproj.io", other.name(), false),
+        ("patch", "rollbacks.weblab.dev", ns, true),
+        ("update", "rollbacks.weblab.dev", ns, false),
+    ] {
+        let user = format!("--as={}", identity.user);
+        let output = kubectl(
+            plane,
+            &["auth", "can-i", verb, resource, "-n", namespace, &user],
+        )
+        .await;
+        let yes = String::from_utf8_lossy(&output.stdout).trim() == "yes";
+        assert_eq!(yes, want, "{verb} {resource} in {namespace}");
+    }
     let operator = Operator::start_as(plane, &identity, &["--namespace", ns]).await;
     authorize_rollbacks(plane, argo_ns, &format!("{ns}/graphql-gitops")).await;
     apply_yaml(plane, argo_ns, &application(argo_ns, ns)).await;
@@ -289,6 +323,19 @@ spec:
         started.elapsed().as_secs_f64()
     );
     assert_eq!(image(plane, ns, "graphql-api").await, format!("{IMAGE}:v1"));
+    if let (Some(first), Some(wave)) = (
+        status
+            .gitops
+            .iter()
+            .filter_map(|e| e.suspended_at.as_ref())
+            .min_by_key(|t| t.0),
+        status.waves[0].started_at.as_ref(),
+    ) {
+        println!(
+            "figure: first wave started {} ms after the suspensions were recorded",
+            wave.0.duration_since(first.0).as_millis()
+        );
+    }
 
     // What it changed, and what was there before.
     assert_eq!(status.gitops.len(), 3, "{status:#?}");
@@ -528,6 +575,45 @@ async fn deleting_the_example_rollback_gives_auto_sync_back_once() {
     apply_yaml(plane, argo_ns, &application(argo_ns, ns)).await;
     release(plane, ns, "graphql-api", "3.240.0").await;
     release(plane, ns, "graphql-api", "3.242.1").await;
+    let api: Api<Rollback> = Api::namespaced(plane.client().await.expect("client"), ns);
+
+    // A rollback the Application's namespace does not name is refused,
+    // though the operator's RBAC would allow it: the namespace's consent.
+    apply_yaml(
+        plane,
+        ns,
+        &format!(
+            "apiVersion: weblab.dev/v1alpha1
+kind: Rollback
+metadata:
+  name: not-named
+spec:
+  targets: [{{kind: Deployment, name: graphql-api}}]
+  waves: [{{region: prodNA, namespace: {ns}}}]
+  target: {{type: ImageTag, imageTag: 3.240.0}}
+  gitops:
+    suspendAutoSync: [{{kind: Application, name: graphql-api, namespace: {argo_ns}}}]
+"
+        ),
+    )
+    .await;
+    let status = wait_for(&api, "not-named", &operator, "was refused", |s| {
+        s.phase == Some(RollbackPhase::Refused)
+    })
+    .await;
+    let (_, reason, message) = condition(&status, "GitOpsReady");
+    assert_eq!(reason, "GitOpsForbidden");
+    assert!(
+        message.contains("weblab.dev/authorized-rollbacks"),
+        "{message}"
+    );
+    assert_eq!(
+        image(plane, ns, "graphql-api").await,
+        format!("{IMAGE}:3.242.1")
+    );
+    let app = object(plane, GitOpsKind::Application, argo_ns, "graphql-api").await;
+    assert_eq!(held_by_operator(&app), None, "{app:#}");
+
     let example =
         std::fs::read_to_string(support::repo_root().join("examples/rollback-gitops.yaml"))
             .expect("the example");
@@ -535,7 +621,6 @@ async fn deleting_the_example_rollback_gives_auto_sync_back_once() {
         .replace("namespace: graphql\n", &format!("namespace: {ns}\n"))
         .replace("namespace: argocd\n", &format!("namespace: {argo_ns}\n"));
     apply_yaml(plane, ns, &example).await;
-    let api: Api<Rollback> = Api::namespaced(plane.client().await.expect("client"), ns);
     wait_for(&api, "graphql-gitops", &operator, "succeeded", |s| {
         s.phase == Some(RollbackPhase::Succeeded)
     })

@@ -32,6 +32,7 @@ use crate::{
         Alarm, MergeTrainPause, Rollback,
         alarm::AlarmState,
         common::AlarmSelection,
+        conditions,
         rollback::{RollbackPhase, RollbackStatus, TriggerType, Wave},
     },
     controllers::{Context, Note, error_policy, merge_train_pause, reflected, scoped, settle},
@@ -120,11 +121,17 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     };
 
     let gitops_keys = plan::gitops_to_read(spec, &status, &namespace);
-    // Before the rollback runs, the suspension is also tried in a dry run.
-    let probe = matches!(
-        status.phase,
-        None | Some(RollbackPhase::Pending | RollbackPhase::Armed)
-    );
+    // Before the rollback runs, the suspension is also tried in a dry run;
+    // an armed rollback already found able to suspend only reads, until it
+    // fires.
+    let probe = match status.phase {
+        None | Some(RollbackPhase::Pending) => true,
+        Some(RollbackPhase::Armed) => {
+            status.fired_by.is_some()
+                || !conditions::is_true(&status.conditions, plan::GITOPS_READY)
+        }
+        _ => false,
+    };
     let gitops_views: BTreeMap<_, _> = gitops::read(&ctx.client, &rollback, &gitops_keys, probe)
         .await
         .into_iter()
