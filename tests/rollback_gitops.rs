@@ -657,3 +657,185 @@ spec:
         .count();
     assert_eq!(restored, 1, "log:\n{}", operator.logs());
 }
+
+const WEBHOOK_TOKEN: &str = "alertmanager-to-weblab-gitops";
+
+/// Posts an Alertmanager (payload version 4) notification for `alertname`.
+async fn notify(operator: &Operator, alertname: &str, status: &str) {
+    let body = json!({
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "weblab",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": alertname},
+            "annotations": {},
+            "startsAt": "2026-12-03T01:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.invalid/graph",
+            "fingerprint": format!("fp-{alertname}")
+        }]
+    });
+    let response = support::http()
+        .post(format!("{}/v1/webhooks/alertmanager", operator.base))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("the operator answers");
+    assert_eq!(response.status().as_u16(), 200, "webhook refused");
+}
+
+/// Armed in advance for a service Flux deploys with a HelmRelease: nothing
+/// is suspended while it waits; the alarm fires through Alertmanager's
+/// webhook, the HelmRelease is suspended before the workload moves, and
+/// re-arming gives it back, the operator's manager holding nothing after.
+#[tokio::test]
+async fn an_armed_rollback_suspends_flux_when_it_fires_and_re_arming_gives_it_back() {
+    let plane = gitops_plane().await;
+    let team = plane.namespace("gitops-armed").await.expect("namespace");
+    let ns = team.name();
+    let identity = chart_identity_with(
+        plane,
+        "gitops-armed",
+        &format!("watchNamespaces={{{ns}}},rbac.gitops.enabled=true"),
+    )
+    .await;
+    apply_yaml(
+        plane,
+        ns,
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: weblab-webhook
+stringData:
+  token: {WEBHOOK_TOKEN}
+---
+apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: graphql-errors
+spec:
+  severity: Sev2
+  alertmanager:
+    matchers:
+      - name: alertname
+        value: GraphQLErrors
+"
+        ),
+    )
+    .await;
+    let secret = format!("{ns}/weblab-webhook");
+    let operator = Operator::start_as(
+        plane,
+        &identity,
+        &["--namespace", ns, "--webhook-token-secret", &secret],
+    )
+    .await;
+    apply_yaml(plane, ns, HELM_RELEASE).await;
+    release(plane, ns, "graphql-api", "v1").await;
+    release(plane, ns, "graphql-api", "v2").await;
+    apply_yaml(
+        plane,
+        ns,
+        "apiVersion: weblab.dev/v1alpha1
+kind: Rollback
+metadata:
+  name: graphql-armed
+spec:
+  targets: [{kind: Deployment, name: graphql-api}]
+  waves: [{region: prodNA, namespace: NAMESPACE}]
+  target: {type: ImageTag, imageTag: v1}
+  trigger: {type: Alarm, alarms: {names: [graphql-errors]}, severities: [Sev2]}
+  verification: {rolloutDeadline: 90s, bake: 2s}
+  gitops:
+    suspendAutoSync: [{kind: HelmRelease, name: graphql-api}]
+"
+        .replace("NAMESPACE", ns)
+        .as_str(),
+    )
+    .await;
+    let api: Api<Rollback> = Api::namespaced(plane.client().await.expect("client"), ns);
+    let armed = wait_for(
+        &api,
+        "graphql-armed",
+        &operator,
+        "was armed and checked",
+        |s| {
+            s.phase == Some(RollbackPhase::Armed)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "GitOpsReady" && c.status == "True")
+        },
+    )
+    .await;
+    assert!(armed.gitops.is_empty(), "{armed:#?}");
+    assert_eq!(condition(&armed, "AutoSyncSuspended").0, "False");
+    let helm = object(plane, GitOpsKind::HelmRelease, ns, "graphql-api").await;
+    assert_eq!(
+        held_by_operator(&helm),
+        None,
+        "armed, nothing held: {helm:#}"
+    );
+
+    let fired_at = Instant::now();
+    notify(&operator, "GraphQLErrors", "firing").await;
+    let done = wait_for(&api, "graphql-armed", &operator, "succeeded", |s| {
+        s.phase == Some(RollbackPhase::Succeeded)
+    })
+    .await;
+    println!(
+        "figure: armed rollback with a HelmRelease suspension succeeded {:.1}s after the alert",
+        fired_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(image(plane, ns, "graphql-api").await, format!("{IMAGE}:v1"));
+    let entry = done.gitops.first().expect("the HelmRelease is recorded");
+    assert_eq!(entry.state, GitOpsState::Suspended);
+    let helm = object(plane, GitOpsKind::HelmRelease, ns, "graphql-api").await;
+    assert_eq!(
+        held_by_operator(&helm),
+        Some(json!({"f:spec": {"f:suspend": {}}}))
+    );
+    assert_eq!(helm["spec"]["suspend"], json!(true));
+
+    notify(&operator, "GraphQLErrors", "resolved").await;
+    let asked = kubectl(
+        plane,
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            ns,
+            "rollback/graphql-armed",
+            "weblab.dev/action=rearm after INC-12",
+        ],
+    )
+    .await;
+    assert!(asked.status.success(), "{}", describe(&asked));
+    let rearmed = wait_for(&api, "graphql-armed", &operator, "was re-armed", |s| {
+        s.phase == Some(RollbackPhase::Armed)
+            && s.gitops.iter().all(|e| e.state == GitOpsState::Restored)
+    })
+    .await;
+    assert_eq!(rearmed.gitops.len(), 1, "{rearmed:#?}");
+    assert_eq!(condition(&rearmed, "AutoSyncSuspended").0, "False");
+    let helm = object(plane, GitOpsKind::HelmRelease, ns, "graphql-api").await;
+    assert_eq!(held_by_operator(&helm), None, "{helm:#}");
+    assert!(helm["spec"].get("suspend").is_none(), "{helm:#}");
+    let rollback = api.get("graphql-armed").await.expect("rollback");
+    assert!(
+        !rollback
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&FINALIZER.to_owned()),
+        "the finalizer stays after everything was given back"
+    );
+}
