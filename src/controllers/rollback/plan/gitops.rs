@@ -229,6 +229,19 @@ impl Planner<'_> {
                 Some(GitOpsState::Suspended | GitOpsState::AlreadyOff | GitOpsState::Restored) => {}
                 // Written only once the status as read records it.
                 Some(GitOpsState::Suspending) if !recorded => ready = false,
+                // Turned off by someone else since it was recorded: taking
+                // the field from them would turn it back on at the restore.
+                Some(GitOpsState::Suspending) if !read.on && !read.held => {
+                    ready = false;
+                    if let Some(entry) = self.entry_mut(key) {
+                        entry.state = GitOpsState::AlreadyOff;
+                        entry.suspended_at = None;
+                        entry.message = Some(
+                            "automatic sync was turned off by someone else before the rollback wrote it: left alone, nothing to restore"
+                                .to_owned(),
+                        );
+                    }
+                }
                 Some(GitOpsState::Suspending) => {
                     ready = false;
                     if !(read.held && read.value == Some(suspended_value(key.kind))) {

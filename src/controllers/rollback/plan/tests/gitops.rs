@@ -380,3 +380,38 @@ fn a_rollback_without_gitops_has_no_gitops_conditions() {
     assert!(conditions::find(&case.status.conditions, AUTO_SYNC_SUSPENDED).is_none());
     assert!(gitops_to_read(&case.spec, &case.status, "team").is_empty());
 }
+
+#[test]
+fn automatic_sync_turned_off_by_someone_else_after_the_record_is_left_to_them() {
+    let case = Case::new(immediate(), read(vec![graphql("3.242.1")]));
+    let mut case = with_views(case, on("11"), on("12"));
+    case.step();
+    // A person runs `flux suspend` before the operator wrote its suspension.
+    case.gitops.insert(
+        kustomization(),
+        GitOpsView::Read(AutoSync {
+            value: Some(true),
+            on: false,
+            held: false,
+            resource_version: "13".to_owned(),
+        }),
+    );
+    let written = case.step();
+    assert_eq!(
+        written
+            .suspends
+            .iter()
+            .map(|s| s.key.clone())
+            .collect::<Vec<_>>(),
+        vec![app()]
+    );
+    assert_eq!(
+        entry(&case, &kustomization()).state,
+        GitOpsState::AlreadyOff
+    );
+    case.gitops.insert(app(), held(GitOpsKind::Application));
+    case.step();
+    assert_eq!(case.status.phase, Some(RollbackPhase::Progressing));
+    case.request = Some("restore-gitops done".to_owned());
+    assert_eq!(case.step().releases, vec![app()]);
+}
