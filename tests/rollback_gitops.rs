@@ -551,8 +551,9 @@ spec:
 }
 
 /// The example, applied as written (its namespaces replaced by the test's):
-/// Argo CD's automatic sync is held while the rollback exists; deleting the
-/// rollback gives it back exactly once, and the rollback goes away.
+/// Argo CD's automatic sync is held while the rollback runs; deleting the
+/// rollback during its bake gives it back exactly once, and the rollback
+/// goes away.
 #[tokio::test]
 async fn deleting_the_example_rollback_gives_auto_sync_back_once() {
     let plane = gitops_plane().await;
@@ -621,8 +622,11 @@ spec:
         .replace("namespace: graphql\n", &format!("namespace: {ns}\n"))
         .replace("namespace: argocd\n", &format!("namespace: {argo_ns}\n"));
     apply_yaml(plane, ns, &example).await;
-    wait_for(&api, "graphql-gitops", &operator, "succeeded", |s| {
-        s.phase == Some(RollbackPhase::Succeeded)
+    // Deleted while it bakes (the example's bake is a minute).
+    wait_for(&api, "graphql-gitops", &operator, "rolled out", |s| {
+        s.waves
+            .first()
+            .is_some_and(|w| w.phase == weblab_operator::api::rollback::WavePhase::Baking)
     })
     .await;
     assert_eq!(

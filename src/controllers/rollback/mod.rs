@@ -3,6 +3,9 @@
 //! clusters), asks [`plan::decide`] what to do, restores pod templates,
 //! records stable revisions, and writes the status and events. Alarm state
 //! changes reach the rollbacks that attach them through the watch, at once.
+//! With `spec.gitops` it also reads and writes the automatic-sync field of
+//! Argo CD and Flux objects ([`gitops`]), and holds a finalizer that gives
+//! that field back when the rollback is deleted.
 
 pub mod access;
 pub mod clusters;

@@ -11,7 +11,9 @@
 //!
 //! By concern: `revision` models the workloads as read, `target`
 //! chooses the revision a target asks for, `waves` is the state machine,
-//! and `conditions` derives the conditions from the status it planned.
+//! `gitops` suspends the automatic sync of Argo CD and Flux before the
+//! first wave and gives it back, and `conditions` derives the conditions
+//! from the status it planned.
 
 use std::{collections::BTreeMap, time::Duration};
 
