@@ -363,6 +363,25 @@ spec:
         assert!(message.contains(&name), "{name} not in {message}");
     }
     assert_eq!(condition(&status, "GitOpsReady").0, "True");
+    let events = kubectl(
+        plane,
+        &[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "reason=AutoSyncSuspended,type=Normal",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    )
+    .await;
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    assert!(
+        events.contains(&format!("Application {argo_ns}/graphql-api")),
+        "no AutoSyncSuspended event naming the Application: {events:?}"
+    );
     let rollback = api.get("graphql-gitops").await.expect("rollback");
     assert!(
         rollback
@@ -414,6 +433,11 @@ spec:
     })
     .await;
     assert_eq!(condition(&status, "AutoSyncSuspended").0, "False");
+    assert_eq!(
+        status.last_action.as_deref(),
+        Some("restore-gitops fix merged, INC-4711"),
+        "handled once, and recorded"
+    );
     for entry in &status.gitops {
         assert!(entry.restored_at.is_some(), "{entry:?}");
         let message = entry.message.clone().unwrap_or_default();
