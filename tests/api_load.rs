@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use kube::Api;
 use support::{
-    Operator, apply_yaml, chart_identity, control_plane, eventually,
-    throttling_proxy::ThrottlingProxy,
+    CHART_NAMESPACE, CHART_RELEASE, Operator, apply_yaml, chart_identity, control_plane, describe,
+    eventually, kubectl, throttling_proxy::ThrottlingProxy,
 };
 use weblab_operator::api::{WeblabDial, weblab_dial::DialPhase};
 
@@ -29,9 +29,25 @@ fn metric(metrics: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn writes_refused_with_429_are_retried_after_retry_after() {
     let plane = control_plane().await;
-    let identity = chart_identity(plane).await;
+    // The operator runs as the chart's ServiceAccount, with a token of its
+    // own for the proxy to pass on.
+    chart_identity(plane).await;
+    let token = kubectl(
+        plane,
+        &[
+            "create",
+            "token",
+            CHART_RELEASE,
+            "-n",
+            CHART_NAMESPACE,
+            "--duration=1h",
+        ],
+    )
+    .await;
+    assert!(token.status.success(), "TokenRequest: {}", describe(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     let proxy = ThrottlingProxy::start(plane, REFUSED, RETRY_AFTER_SECS).await;
-    let kubeconfig = proxy.kubeconfig(plane, "throttled", &identity.token);
+    let kubeconfig = proxy.kubeconfig(plane, "throttled", &token);
     let namespace = plane.namespace("throttled").await.expect("namespace");
     let operator =
         Operator::start_with_kubeconfig(plane, &kubeconfig, &["--namespace", namespace.name()])

@@ -312,8 +312,6 @@ pub const CHART_NAMESPACE: &str = "weblab-system";
 pub struct ChartIdentity {
     /// A kubeconfig holding a TokenRequest token of the ServiceAccount.
     pub kubeconfig: PathBuf,
-    /// That token.
-    pub token: String,
     /// The release namespace (the leader Lease's).
     pub namespace: String,
     /// `system:serviceaccount:<namespace>:<name>`, for `kubectl auth can-i --as`.
@@ -376,7 +374,6 @@ pub async fn chart_identity(plane: &ControlPlane) -> &'static ChartIdentity {
             let kubeconfig = token_kubeconfig(plane, "chart-identity", &token);
             ChartIdentity {
                 kubeconfig,
-                token,
                 namespace: CHART_NAMESPACE.to_owned(),
                 user: format!("system:serviceaccount:{CHART_NAMESPACE}:{CHART_RELEASE}"),
             }
