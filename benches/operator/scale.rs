@@ -37,6 +37,22 @@ fn dial_count() -> usize {
         .unwrap_or(10_000)
 }
 
+/// `--api-writes-per-second` and `--api-write-burst` from
+/// `WEBLAB_BENCH_WRITES_PER_SECOND` (both set to it), to see what the
+/// operator's default pacing costs and spares the API server.
+fn write_rate_args() -> Vec<String> {
+    std::env::var("WEBLAB_BENCH_WRITES_PER_SECOND")
+        .ok()
+        .filter(|rate| rate.parse::<u32>().is_ok_and(|rate| rate > 0))
+        .map(|rate| {
+            vec![
+                format!("--api-writes-per-second={rate}"),
+                format!("--api-write-burst={rate}"),
+            ]
+        })
+        .unwrap_or_default()
+}
+
 /// One `weblab-operator run` process, killed when dropped.
 struct Replica {
     base: String,
@@ -73,6 +89,7 @@ impl Replica {
                 "--webhook-token-secret",
                 &format!("{namespace}/{}", alarms::TOKEN_SECRET),
             ])
+            .args(write_rate_args())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -380,6 +397,10 @@ pub async fn read_side(http: &reqwest::Client) -> BenchResult<()> {
     println!();
     println!(
         "Read side: {dials} dials, {ALARMS} alarms, {WINDOWS} windows in one namespace; a leader and a watching replica (debug build unless built otherwise)"
+    );
+    println!(
+        "  operator flags             {:?} (none: the defaults)",
+        write_rate_args()
     );
     println!(
         "  created in                 {:>8.2} s",
