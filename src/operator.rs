@@ -23,7 +23,7 @@ use crate::{
     controllers::{
         Context,
         alarm::{self, AlarmContext},
-        change_window, merge_train_pause, on_leadership, rollback, weblab_dial,
+        change_window, merge_train_pause, notifier, on_leadership, rollback, weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -66,6 +66,8 @@ pub struct Settings {
     pub require_api_token: bool,
     /// The HTTP listener's timeouts and limits.
     pub limits: Limits,
+    /// Where notifiers' PagerDuty events go (`--pagerduty-events-url`).
+    pub pagerduty_events_url: reqwest::Url,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -98,7 +100,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
     let mut controllers = Vec::new();
-    for scope in scopes {
+    for scope in scopes.iter().copied() {
         let (store, controller) = change_window::controller(
             ctx.clone(),
             scope,
@@ -141,6 +143,13 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         );
         controllers.push(controller);
     }
+    // Notifications leave in the background, never on a reconcile's path.
+    controllers.push(notifier::courier(
+        ctx.clone(),
+        &scopes,
+        settings.pagerduty_events_url.clone(),
+        shutdown.clone(),
+    ));
     let webhook_token = WebhookToken::default();
     if let Some(secret) = settings.webhook_token.clone() {
         tokio::spawn(

@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod merge_train_pause;
 pub mod rollback;
 pub mod weblab_dial;
+pub mod weblab_notifier;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -23,6 +24,7 @@ pub use change_window::ChangeWindow;
 pub use merge_train_pause::MergeTrainPause;
 pub use rollback::Rollback;
 pub use weblab_dial::WeblabDial;
+pub use weblab_notifier::WeblabNotifier;
 
 /// The API group of every kind.
 pub const GROUP: &str = "weblab.dev";
@@ -35,6 +37,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Rollback::crd(),
         MergeTrainPause::crd(),
         ChangeWindow::crd(),
+        WeblabNotifier::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

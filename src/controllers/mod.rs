@@ -9,6 +9,7 @@ pub mod alarm;
 pub mod change_window;
 pub mod failures;
 pub mod merge_train_pause;
+pub mod notifier;
 pub mod rollback;
 pub mod weblab_dial;
 
@@ -31,7 +32,19 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Error, Result, api::common::SecretKeyRef, metrics::Metrics, outbound::Outbound};
+use crate::{
+    Error, Result,
+    api::{
+        common::{SecretKeyRef, micro_time},
+        weblab_notifier::{DecisionRecord, Evidence},
+    },
+    metrics::Metrics,
+    outbound::Outbound,
+};
+
+/// The annotation with a link to an object's ticket, carried in its
+/// notifications.
+pub const TICKET_ANNOTATION: &str = "weblab.dev/ticket";
 
 /// What every reconciliation needs, shared as `Arc<Context>`.
 pub struct Context {
@@ -45,6 +58,8 @@ pub struct Context {
     pub outbound: Outbound,
     /// Failures in a row and stale resourceVersions, per object.
     pub failures: failures::Failures,
+    /// Decisions on their way to the notifiers ([`notifier`]).
+    pub decisions: notifier::Queue,
     recorder: Recorder,
 }
 
@@ -68,6 +83,7 @@ impl Context {
             leader,
             outbound,
             failures: failures::Failures::default(),
+            decisions: notifier::Queue::default(),
         }
     }
 
@@ -126,6 +142,45 @@ impl Context {
             .inc();
         if let Err(error) = self.recorder.publish(&event, object).await {
             tracing::warn!(%error, reason = note.reason, "cannot publish event");
+        }
+    }
+
+    /// Publishes a decision about `object` as [`Context::publish`] does, and
+    /// queues it for the notifiers of its namespace with `evidence` (what
+    /// the decision rests on) and the object's labels and ticket
+    /// annotation; the courier delivers it in the background.
+    pub async fn publish_decision<K>(&self, object: &K, evidence: Evidence, note: &Note)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let kind = K::kind(&());
+        self.publish(&object.object_ref(&()), &kind, note).await;
+        let mut evidence = evidence;
+        if evidence.ticket.is_none() {
+            evidence.ticket = object.annotations().get(TICKET_ANNOTATION).cloned();
+        }
+        let decision = notifier::plan::Decision {
+            namespace: object.namespace().unwrap_or_default(),
+            labels: object.labels().clone(),
+            record: DecisionRecord {
+                kind: kind.into_owned(),
+                name: object.name_any(),
+                reason: note.reason.to_owned(),
+                warning: note.warning,
+                message: truncate(&note.message, MAX_NOTE_BYTES),
+                at: micro_time(jiff::Timestamp::now()),
+                evidence,
+            },
+        };
+        if !self.decisions.send(decision) {
+            tracing::warn!(
+                reason = note.reason,
+                "the notification queue is full; decision not notified"
+            );
+            self.metrics
+                .notifications
+                .with_label_values(&["queue", "dropped"])
+                .inc();
         }
     }
 

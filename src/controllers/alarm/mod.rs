@@ -37,7 +37,7 @@ use crate::{
         common::{Duration as ApiDuration, SecretKeyRef, micro_time},
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, read_secret_key, scoped, settle},
+    controllers::{Context, Note, error_policy, notifier, read_secret_key, scoped, settle},
 };
 
 use alertmanager::{Delivery, Matchers};
@@ -46,7 +46,6 @@ use evaluate::Sample;
 /// The field manager of alarm status writes (controller and webhook alike).
 pub const MANAGER: &str = "weblab-operator/alarm";
 const CONTROLLER: &str = "alarm";
-const KIND: &str = "Alarm";
 /// How often a webhook write is retried after a conflict.
 const WRITE_ATTEMPTS: usize = 5;
 /// The longest a failing alarm waits between queries (unless its interval
@@ -337,7 +336,6 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.apply_status(&api, alarm, MANAGER, &next).await?;
 
-    let reference = alarm.object_ref(&());
     let mut notes: Vec<Note> = transition(alarm, &status, &next).into_iter().collect();
     let newly_degraded = |s: &AlarmStatus| conditions::is_true(&s.conditions, conditions::DEGRADED);
     if let Some(error) = &evaluation.source_error
@@ -349,7 +347,8 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         ));
     }
     for note in &notes {
-        ctx.publish(&reference, KIND, note).await;
+        let evidence = notifier::evidence::alarm(alarm, &next);
+        ctx.publish_decision(alarm, evidence, note).await;
     }
     Ok(Action::requeue(wait))
 }
@@ -436,9 +435,9 @@ async fn review_alerts(
         let api: Api<Alarm> =
             Api::namespaced(ctx.client.clone(), &alarm.namespace().unwrap_or_default());
         ctx.apply_status(&api, alarm, MANAGER, &next).await?;
-        let reference = alarm.object_ref(&());
         if let Some(note) = transition(alarm, &status, &next) {
-            ctx.publish(&reference, KIND, &note).await;
+            let evidence = notifier::evidence::alarm(alarm, &next);
+            ctx.publish_decision(alarm, evidence, &note).await;
         }
         if let Err(error) = &matchers
             && !conditions::is_true(&status.conditions, conditions::STALLED)
@@ -447,7 +446,8 @@ async fn review_alerts(
                 "InvalidMatcher",
                 format!("{error}; fix spec.alertmanager.matchers"),
             );
-            ctx.publish(&reference, KIND, &note).await;
+            let evidence = notifier::evidence::alarm(alarm, &next);
+            ctx.publish_decision(alarm, evidence, &note).await;
         }
     }
     Ok(assessment
@@ -500,7 +500,8 @@ pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> R
         match ctx.apply_status(&api, &current, MANAGER, &next).await {
             Ok(written) => {
                 if let Some(note) = transition(&current, &status, &next) {
-                    ctx.publish(&current.object_ref(&()), KIND, &note).await;
+                    let evidence = notifier::evidence::alarm(&current, &next);
+                    ctx.publish_decision(&current, evidence, &note).await;
                 }
                 return Ok(written);
             }

@@ -32,7 +32,9 @@ use crate::{
         common::AlarmSelection,
         rollback::{RollbackPhase, TriggerType, Wave},
     },
-    controllers::{Context, Note, error_policy, merge_train_pause, reflected, scoped, settle},
+    controllers::{
+        Context, Note, error_policy, merge_train_pause, notifier, reflected, scoped, settle,
+    },
 };
 
 use clusters::Clusters;
@@ -127,7 +129,6 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         now,
     });
 
-    let reference = rollback.object_ref(&());
     // Restores run concurrently: a region's workloads are independent.
     let restores = decision.restores.iter().map(|restore| async {
         let wave = spec
@@ -162,7 +163,9 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                     restore.kind, restore.name, restore.region
                 ),
             );
-            ctx.publish(&reference, "Rollback", &note).await;
+            let evidence = notifier::evidence::rollback(&decision.status);
+            ctx.publish_decision(rollback.as_ref(), evidence, &note)
+                .await;
             first_error.get_or_insert(error);
         }
     }
@@ -200,7 +203,9 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                     mark.kind, mark.name, mark.region, mark.hash
                 ),
             );
-            ctx.publish(&reference, "Rollback", &note).await;
+            let evidence = notifier::evidence::rollback(&decision.status);
+            ctx.publish_decision(rollback.as_ref(), evidence, &note)
+                .await;
         }
     }
     let phase = decision.status.phase;
@@ -223,7 +228,9 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         }
     }
     for note in &decision.notes {
-        ctx.publish(&reference, "Rollback", note).await;
+        let evidence = notifier::evidence::rollback(&decision.status);
+        ctx.publish_decision(rollback.as_ref(), evidence, note)
+            .await;
     }
     let settled = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused));
     Ok(match decision.requeue_after {

@@ -25,7 +25,7 @@ use crate::{
     api::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState, common::AlarmSelection,
     },
-    controllers::{Context, error_policy, merge_train_pause, reflected, scoped, settle},
+    controllers::{Context, error_policy, merge_train_pause, notifier, reflected, scoped, settle},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -85,9 +85,9 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         ctx.apply_status(&api, &dial, MANAGER, &decision.status)
             .await?;
     }
-    let reference = dial.object_ref(&());
     for note in &decision.notes {
-        ctx.publish(&reference, "WeblabDial", note).await;
+        let evidence = notifier::evidence::dial(&decision.status, note);
+        ctx.publish_decision(dial.as_ref(), evidence, note).await;
     }
     // Merge trains stay paused while an alarm holds the dial rolled back.
     let trains = plan::merge_train_pauses(&dial.name_any(), &dial.spec, &decision.status);

@@ -1,0 +1,300 @@
+//! Notifications through the real operator against the contract server
+//! of `support::sinks` standing in for PagerDuty (see
+//! tests/notification_contract.rs): one alarm that rolls back 100 dials is
+//! one page, and a decision recorded by a leader killed with SIGKILL before
+//! delivering it is delivered once by its successor, with the same dedup key.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use support::{
+    Operator, apply_yaml, control_plane, eventually, operator_with_webhook_args, push_alert,
+    sinks::{ROUTING_KEY, SinkContract},
+};
+use weblab_operator::api::{WeblabDial, WeblabNotifier, weblab_dial::DialPhase};
+
+const DIALS: usize = 100;
+
+fn notifier_yaml(wait: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: oncall-pagerduty
+stringData:
+  routingKey: {ROUTING_KEY}
+---
+apiVersion: weblab.dev/v1alpha1
+kind: WeblabNotifier
+metadata:
+  name: oncall
+spec:
+  sinks:
+    - name: oncall
+      pagerduty:
+        routingKeySecretRef: {{name: oncall-pagerduty, key: routingKey}}
+  filter:
+    reasons: [AlarmFiring, RolledBack]
+  grouping:
+    wait: {wait}
+"
+    )
+}
+
+const ALARM: &str = "apiVersion: weblab.dev/v1alpha1
+kind: Alarm
+metadata:
+  name: checkout-errors
+  labels: {weblab.dev/attach: checkout}
+  annotations: {weblab.dev/ticket: 'https://tickets.example.com/SEV2-42'}
+spec:
+  severity: Sev2
+  alertmanager:
+    matchers:
+      - {name: alertname, value: CheckoutErrors}
+";
+
+fn dial_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: weblab.dev/v1alpha1
+kind: WeblabDial
+metadata:
+  name: {name}
+  annotations: {{weblab.dev/ticket: 'https://tickets.example.com/CHG-{name}'}}
+spec:
+  weblab: {}
+  treatments: [C, T1]
+  realms: [NA]
+  allocation: {{C: 50, T1: 50}}
+  rollback:
+    alarms:
+      selector:
+        matchLabels: {{weblab.dev/attach: checkout}}
+",
+        name.to_uppercase().replace('-', "_")
+    )
+}
+
+async fn rolled_back(dials: &Api<WeblabDial>) -> usize {
+    dials.list(&Default::default()).await.map_or(0, |list| {
+        list.items
+            .iter()
+            .filter(|d| {
+                d.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Some(DialPhase::RolledBack))
+            })
+            .count()
+    })
+}
+
+#[tokio::test]
+async fn one_alarm_rolling_back_a_hundred_dials_is_one_page() {
+    let plane = control_plane().await;
+    let server = SinkContract::start().await;
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "notify-grouped",
+        &["--pagerduty-events-url", &server.url],
+    )
+    .await;
+    apply_yaml(plane, ns.name(), &notifier_yaml("10s")).await;
+    apply_yaml(plane, ns.name(), ALARM).await;
+    let manifests: Vec<String> = (0..DIALS)
+        .map(|i| dial_yaml(&format!("dial-{i:03}")))
+        .collect();
+    apply_yaml(plane, ns.name(), &manifests.join("---\n")).await;
+    let client = plane.client().await.expect("client");
+    let dials: Api<WeblabDial> = Api::namespaced(client.clone(), ns.name());
+    let settled = eventually(Duration::from_secs(60), || async {
+        dials.list(&Default::default()).await.is_ok_and(|list| {
+            list.items.len() == DIALS
+                && list.items.iter().all(|d| {
+                    d.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == Some(DialPhase::Dialed))
+                })
+        })
+    })
+    .await;
+    assert!(settled, "the dials never settled:\n{}", operator.logs());
+
+    let fired = Instant::now();
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let all = eventually(Duration::from_secs(60), || async {
+        rolled_back(&dials).await == DIALS
+    })
+    .await;
+    assert!(all, "not every dial rolled back:\n{}", operator.logs());
+    println!(
+        "{DIALS} dials rolled back {:?} after the alert",
+        fired.elapsed()
+    );
+    let notifiers: Api<WeblabNotifier> = Api::namespaced(client, ns.name());
+    let delivered = eventually(Duration::from_secs(60), || async {
+        notifiers
+            .get("oncall")
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .is_some_and(|s| s.pending.is_empty() && s.last_delivered.is_some())
+    })
+    .await;
+    assert!(delivered, "never delivered:\n{}", operator.logs());
+    println!("delivered {:?} after the alert", fired.elapsed());
+
+    let triggers: Vec<serde_json::Value> = server
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v2/enqueue")
+        .map(|r| {
+            assert_eq!(r.violations, Vec::<String>::new());
+            r.body
+        })
+        .collect();
+    let decisions: u64 = triggers
+        .iter()
+        .map(|t| {
+            t["payload"]["custom_details"]["decisions"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    println!(
+        "{} PagerDuty event(s) carried {decisions} decisions",
+        triggers.len()
+    );
+    // The alarm's firing and every dial's rollback: one alert.
+    assert_eq!(decisions, DIALS as u64 + 1);
+    let key = format!("weblab/{}/oncall/alarm/checkout-errors", ns.name());
+    assert!(triggers.iter().all(|t| t["dedup_key"] == key.as_str()));
+    assert_eq!(server.incidents(), (1, vec![key]), "one page");
+    assert_eq!(triggers.len(), 1, "one message for the whole group");
+}
+
+#[tokio::test]
+async fn a_decision_recorded_by_a_killed_leader_is_delivered_once_by_its_successor() {
+    let plane = control_plane().await;
+    let server = SinkContract::start().await;
+    let election = [
+        "--leader-election",
+        "--lease-name",
+        "notify-failover",
+        "--lease-duration",
+        "3s",
+        "--renew-deadline",
+        "2s",
+        "--retry-period",
+        "500ms",
+        "--pagerduty-events-url",
+        &server.url,
+    ];
+    let (ns, first) = operator_with_webhook_args(plane, "notify-failover", &election).await;
+    let is_leader = |operator: &Operator| {
+        let operator = operator;
+        async move {
+            matches!(operator.get("/metrics").await, Some((200, text)) if text.lines().any(|l| l == "weblab_leader 1"))
+        }
+    };
+    assert!(eventually(Duration::from_secs(30), || is_leader(&first)).await);
+    let secret = format!("{}/weblab-webhook", ns.name());
+    let mut args = vec!["--namespace", ns.name(), "--webhook-token-secret", &secret];
+    args.extend(election);
+    let second = Operator::start(plane, &args).await;
+    assert!(!is_leader(&second).await, "two leaders");
+
+    // A grouping wait far longer than the test: only a successor's
+    // take-over delivers.
+    apply_yaml(plane, ns.name(), &notifier_yaml("10m")).await;
+    apply_yaml(plane, ns.name(), ALARM).await;
+    apply_yaml(plane, ns.name(), &dial_yaml("checkout")).await;
+    let client = plane.client().await.expect("client");
+    let dials: Api<WeblabDial> = Api::namespaced(client.clone(), ns.name());
+    let notifiers: Api<WeblabNotifier> = Api::namespaced(client, ns.name());
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            dials
+                .get("checkout")
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .is_some_and(|s| s.phase.is_some())
+        })
+        .await
+    );
+    push_alert(&first, "CheckoutErrors", "firing").await;
+    let recorded = eventually(Duration::from_secs(30), || async {
+        notifiers
+            .get("oncall")
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .is_some_and(|s| {
+                s.pending
+                    .first()
+                    .is_some_and(|p| p.objects.contains(&"WeblabDial/checkout".to_owned()))
+            })
+    })
+    .await;
+    assert!(
+        recorded,
+        "the leader never recorded the group:\n{}",
+        first.logs()
+    );
+    let pending = notifiers
+        .get("oncall")
+        .await
+        .expect("the notifier")
+        .status
+        .expect("a status")
+        .pending;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        server.received().is_empty(),
+        "delivered before the grouping wait"
+    );
+
+    let killed = Instant::now();
+    first.kill().await;
+    let delivered = eventually(Duration::from_secs(60), || async {
+        !server.received().is_empty()
+            && notifiers
+                .get("oncall")
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .is_some_and(|s| s.pending.is_empty())
+    })
+    .await;
+    assert!(
+        delivered,
+        "the successor never delivered:\n{}",
+        second.logs()
+    );
+    println!(
+        "delivered by the successor {:?} after the SIGKILL",
+        killed.elapsed()
+    );
+    // Nothing more comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = server.received();
+    assert_eq!(received.len(), 1, "delivered once");
+    assert_eq!(received[0].body["dedup_key"], pending[0].dedup_key.as_str());
+    assert_eq!(received[0].headers["x-weblab-delivery"], pending[0].id);
+    assert_eq!(
+        received[0].body["links"][0]["href"],
+        "https://tickets.example.com/SEV2-42"
+    );
+    let status = notifiers
+        .get("oncall")
+        .await
+        .expect("the notifier")
+        .status
+        .expect("a status");
+    assert_eq!(
+        status.last_delivered.map(|d| d.id),
+        Some(pending[0].id.clone())
+    );
+}
