@@ -174,6 +174,10 @@ async fn one_alarm_rolling_back_a_hundred_dials_is_one_page() {
     assert_eq!(triggers.len(), 1, "one message for the whole group");
 }
 
+async fn is_leader(operator: &Operator) -> bool {
+    matches!(operator.get("/metrics").await, Some((200, text)) if text.lines().any(|l| l == "weblab_leader 1"))
+}
+
 #[tokio::test]
 async fn a_decision_recorded_by_a_killed_leader_is_delivered_once_by_its_successor() {
     let plane = control_plane().await;
@@ -192,12 +196,6 @@ async fn a_decision_recorded_by_a_killed_leader_is_delivered_once_by_its_success
         &server.url,
     ];
     let (ns, first) = operator_with_webhook_args(plane, "notify-failover", &election).await;
-    let is_leader = |operator: &Operator| {
-        let operator = operator;
-        async move {
-            matches!(operator.get("/metrics").await, Some((200, text)) if text.lines().any(|l| l == "weblab_leader 1"))
-        }
-    };
     assert!(eventually(Duration::from_secs(30), || is_leader(&first)).await);
     let secret = format!("{}/weblab-webhook", ns.name());
     let mut args = vec!["--namespace", ns.name(), "--webhook-token-secret", &secret];

@@ -414,18 +414,13 @@ async fn enqueue(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     let key = dedup.unwrap_or_else(|| format!("generated-{}", body.len()));
     {
         let mut contract = shared.lock().expect("contract lock");
-        match action {
-            "trigger" => {
-                if contract.alerts.insert(key.clone(), true) != Some(true) {
-                    contract.incidents += 1;
-                }
-            }
-            "resolve" => {
-                if let Some(open) = contract.alerts.get_mut(&key) {
-                    *open = false;
-                }
-            }
-            _ => {}
+        if action == "trigger" && contract.alerts.insert(key.clone(), true) != Some(true) {
+            contract.incidents += 1;
+        }
+        if action == "resolve"
+            && let Some(open) = contract.alerts.get_mut(&key)
+        {
+            *open = false;
         }
     }
     record(&shared, path, &headers, &body, Vec::new(), 202);
