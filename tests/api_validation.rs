@@ -10,7 +10,9 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Resource, core::object::HasSpec};
 use serde::de::DeserializeOwned;
 use support::{control_plane, describe, documents, kubectl, yaml_files};
-use weblab_operator::api::{Alarm, ChangeWindow, MergeTrainPause, Rollback, WeblabDial};
+use weblab_operator::api::{
+    Alarm, ChangeWindow, MergeTrainPause, Rollback, WeblabDial, WeblabNotifier,
+};
 
 #[tokio::test]
 async fn every_example_is_accepted_by_the_api_server() {
@@ -47,6 +49,7 @@ async fn every_example_is_accepted_by_the_api_server() {
         "rollback",
         "mergetrainpause",
         "changewindow",
+        "weblabnotifier",
     ] {
         assert!(
             listed.contains(&format!("{kind}.weblab.dev/")),
@@ -165,6 +168,7 @@ async fn examples_read_back_into_the_rust_types_unchanged() {
                 "Rollback" => same_spec::<Rollback>(&client, ns, &document).await,
                 "MergeTrainPause" => same_spec::<MergeTrainPause>(&client, ns, &document).await,
                 "ChangeWindow" => same_spec::<ChangeWindow>(&client, ns, &document).await,
+                "WeblabNotifier" => same_spec::<WeblabNotifier>(&client, ns, &document).await,
                 other => panic!("{file}: unknown kind {other}"),
             }
             checked += 1;
