@@ -1,8 +1,10 @@
 //! Notifications through the real operator against the contract server
 //! of `support::sinks` standing in for PagerDuty (see
 //! tests/notification_contract.rs): one alarm that rolls back 100 dials is
-//! one page, and a decision recorded by a leader killed with SIGKILL before
-//! delivering it is delivered once by its successor, with the same dedup key.
+//! one page, a decision recorded by a leader killed with SIGKILL before
+//! delivering it is delivered once by its successor, with the same dedup
+//! key, and an alarm still firing a while after a rollback pages, resolved
+//! when it clears.
 
 mod support;
 
@@ -13,7 +15,9 @@ use support::{
     Operator, apply_yaml, control_plane, eventually, operator_with_webhook_args, push_alert,
     sinks::{ROUTING_KEY, SinkContract},
 };
-use weblab_operator::api::{WeblabDial, WeblabNotifier, weblab_dial::DialPhase};
+use weblab_operator::api::{
+    WeblabDial, WeblabNotifier, weblab_dial::DialPhase, weblab_notifier::EscalationState,
+};
 
 const DIALS: usize = 100;
 
@@ -295,4 +299,101 @@ async fn a_decision_recorded_by_a_killed_leader_is_delivered_once_by_its_success
         status.last_delivered.map(|d| d.id),
         Some(pending[0].id.clone())
     );
+}
+
+#[tokio::test]
+async fn an_alarm_still_firing_after_the_rollback_pages_and_its_clearing_resolves_the_page() {
+    let plane = control_plane().await;
+    let server = SinkContract::start().await;
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "notify-escalation",
+        &["--pagerduty-events-url", &server.url],
+    )
+    .await;
+    // The notifier's filter lets no escalation through: the dial names it.
+    apply_yaml(plane, ns.name(), &notifier_yaml("1s")).await;
+    apply_yaml(plane, ns.name(), ALARM).await;
+    let dial = dial_yaml("checkout").replace(
+        "  rollback:\n",
+        "  rollback:\n    escalation: {after: 3s, severity: Sev1, notifier: oncall}\n",
+    );
+    apply_yaml(plane, ns.name(), &dial).await;
+    let client = plane.client().await.expect("client");
+    let dials: Api<WeblabDial> = Api::namespaced(client, ns.name());
+    let escalation = || async {
+        dials
+            .get("checkout")
+            .await
+            .ok()
+            .and_then(|d| d.status)
+            .and_then(|s| s.escalation)
+    };
+    let key = format!("weblab/{}/oncall/escalation/WeblabDial/checkout", ns.name());
+    let page_open = || async { server.incidents().1.contains(&key) };
+
+    let fired = Instant::now();
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let watching = eventually(Duration::from_secs(30), || async {
+        escalation()
+            .await
+            .is_some_and(|e| e.state == EscalationState::Watching)
+    })
+    .await;
+    assert!(watching, "never watched:\n{}", operator.logs());
+    assert!(!page_open().await, "paged before the escalation was due");
+    let paged = eventually(Duration::from_secs(30), || async {
+        escalation()
+            .await
+            .is_some_and(|e| e.state == EscalationState::Paged)
+            && page_open().await
+    })
+    .await;
+    assert!(paged, "never paged:\n{}", operator.logs());
+    println!(
+        "paged {:?} after the alert (escalation after 3s)",
+        fired.elapsed()
+    );
+    let trigger = server
+        .received()
+        .into_iter()
+        .find(|r| r.body["dedup_key"] == key.as_str())
+        .expect("the page");
+    assert_eq!(trigger.violations, Vec::<String>::new());
+    assert_eq!(trigger.body["event_action"], "trigger");
+    assert_eq!(trigger.body["payload"]["severity"], "critical");
+    assert_eq!(trigger.body["payload"]["class"], "Escalated");
+    assert_eq!(
+        trigger.body["payload"]["custom_details"]["alarm"],
+        "checkout-errors"
+    );
+
+    let cleared = Instant::now();
+    push_alert(&operator, "CheckoutErrors", "resolved").await;
+    let resolved = eventually(Duration::from_secs(30), || async {
+        escalation()
+            .await
+            .is_some_and(|e| e.state == EscalationState::Resolved)
+            && !page_open().await
+    })
+    .await;
+    assert!(resolved, "never resolved:\n{}", operator.logs());
+    println!("resolved {:?} after the alert cleared", cleared.elapsed());
+    let status = escalation().await.expect("an escalation");
+    assert!(
+        status.paged_at.is_some() && status.resolved_at.is_some(),
+        "{status:?}"
+    );
+    let for_the_page: Vec<String> = server
+        .received()
+        .into_iter()
+        .filter(|r| r.body["dedup_key"] == key.as_str())
+        .map(|r| {
+            r.body["event_action"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(for_the_page, ["trigger", "resolve"]);
 }

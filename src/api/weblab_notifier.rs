@@ -419,3 +419,58 @@ pub struct WeblabNotifierStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+/// Page when a rollback did not help: an attached alarm still fires `after`
+/// the rollback completed. The page resolves by itself once no attached
+/// alarm fires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Escalation {
+    /// How long after the rollback completed (the runbook's 15m).
+    pub after: Duration,
+    /// The page's severity (Sev1 is PagerDuty's `critical`).
+    #[serde(default = "escalation_severity")]
+    pub severity: Severity,
+    /// The `WeblabNotifier` (in this namespace) that pages, whatever its
+    /// filter; absent: every notifier whose filter lets `Escalated` and
+    /// `EscalationResolved` through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub notifier: Option<String>,
+}
+
+fn escalation_severity() -> Severity {
+    Severity::Sev1
+}
+
+/// Where an escalation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EscalationState {
+    /// Rolled back; waiting `after` to see whether the alarms clear.
+    Watching,
+    /// An attached alarm still fired: paged.
+    Paged,
+    /// No attached alarm fires (any page is resolved).
+    Resolved,
+}
+
+/// The escalation of the last rollback.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationStatus {
+    /// Where it stands.
+    pub state: EscalationState,
+    /// When the rollback completed.
+    pub since: MicroTime,
+    /// When the alarms are looked at.
+    pub due_at: MicroTime,
+    /// When it paged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paged_at: Option<MicroTime>,
+    /// When the page was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<MicroTime>,
+    /// The attached alarms firing when it last changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+}

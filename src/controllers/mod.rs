@@ -153,6 +153,20 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
+        self.publish_to(object, evidence, note, None).await;
+    }
+
+    /// [`Context::publish_decision`] addressed to the notifier `only`
+    /// (whatever its filter) when there is one.
+    pub async fn publish_to<K>(
+        &self,
+        object: &K,
+        evidence: Evidence,
+        note: &Note,
+        only: Option<&str>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
         let kind = K::kind(&());
         self.publish(&object.object_ref(&()), &kind, note).await;
         let mut evidence = evidence;
@@ -171,6 +185,7 @@ impl Context {
                 at: micro_time(jiff::Timestamp::now()),
                 evidence,
             },
+            notifier: only.map(str::to_owned),
         };
         if !self.decisions.send(decision) {
             tracing::warn!(

@@ -347,8 +347,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         ));
     }
     for note in &notes {
-        let evidence = notifier::evidence::alarm(alarm, &next);
-        ctx.publish_decision(alarm, evidence, note).await;
+        publish(ctx, alarm, &status, &next, note).await;
     }
     Ok(Action::requeue(wait))
 }
@@ -436,8 +435,7 @@ async fn review_alerts(
             Api::namespaced(ctx.client.clone(), &alarm.namespace().unwrap_or_default());
         ctx.apply_status(&api, alarm, MANAGER, &next).await?;
         if let Some(note) = transition(alarm, &status, &next) {
-            let evidence = notifier::evidence::alarm(alarm, &next);
-            ctx.publish_decision(alarm, evidence, &note).await;
+            publish(ctx, alarm, &status, &next, &note).await;
         }
         if let Err(error) = &matchers
             && !conditions::is_true(&status.conditions, conditions::STALLED)
@@ -446,13 +444,33 @@ async fn review_alerts(
                 "InvalidMatcher",
                 format!("{error}; fix spec.alertmanager.matchers"),
             );
-            let evidence = notifier::evidence::alarm(alarm, &next);
-            ctx.publish_decision(alarm, evidence, &note).await;
+            publish(ctx, alarm, &status, &next, &note).await;
         }
     }
     Ok(assessment
         .stale_in
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Publishes `note` about `alarm`, which went from `before` to `after`, as
+/// a decision for the notifiers, but for a first evaluation's `OK`, which
+/// cleared nothing: an event only.
+pub(crate) async fn publish(
+    ctx: &Context,
+    alarm: &Alarm,
+    before: &AlarmStatus,
+    after: &AlarmStatus,
+    note: &Note,
+) {
+    if before.state.is_none()
+        && after.state == Some(AlarmState::Ok)
+        && note.reason == "AlarmCleared"
+    {
+        ctx.publish(&alarm.object_ref(&()), "Alarm", note).await;
+    } else {
+        let evidence = notifier::evidence::alarm(alarm, after);
+        ctx.publish_decision(alarm, evidence, note).await;
+    }
 }
 
 /// The event for a change of state, if the state changed.
@@ -500,8 +518,7 @@ pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> R
         match ctx.apply_status(&api, &current, MANAGER, &next).await {
             Ok(written) => {
                 if let Some(note) = transition(&current, &status, &next) {
-                    let evidence = notifier::evidence::alarm(&current, &next);
-                    ctx.publish_decision(&current, evidence, &note).await;
+                    publish(ctx, &current, &status, &next, &note).await;
                 }
                 return Ok(written);
             }

@@ -19,6 +19,7 @@
 //! memory, and only the leader writes it.
 
 pub mod deliver;
+pub mod escalation;
 pub mod evidence;
 pub mod message;
 pub mod plan;
@@ -73,6 +74,8 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 const DEFAULT_PER_MINUTE: u32 = 30;
 /// Each attempt's deadline unless the notifier says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest sleep with nothing due.
+const IDLE: Duration = Duration::from_secs(3600);
 /// The wait before a failed status write is tried again.
 const WRITE_RETRY: Duration = Duration::from_secs(2);
 
@@ -189,11 +192,10 @@ impl Courier {
                 self.write_statuses(now).await;
             }
             self.dispatch(now, &done_tx);
-            let wake = self
-                .next_wake()
-                .map(|at| at.duration_since(Timestamp::now()))
-                .and_then(|wait| Duration::try_from(wait).ok())
-                .unwrap_or(Duration::from_secs(3600));
+            // A time already past (it passed while writing) wakes at once.
+            let wake = self.next_wake().map_or(IDLE, |at| {
+                Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+            });
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 received = decisions.recv() => {
@@ -223,10 +225,21 @@ impl Courier {
             .iter()
             .flat_map(|store| store.state())
             .filter(|n| n.namespace().as_deref() == Some(decision.namespace.as_str()))
+            .filter(|n| {
+                decision
+                    .notifier
+                    .as_ref()
+                    .is_none_or(|only| *only == n.name_any())
+            })
             .collect();
         for notifier in candidates {
             let name = notifier.name_any();
-            match plan::routes(&notifier.spec.filter, decision) {
+            let routed = if decision.notifier.is_some() {
+                Ok(true)
+            } else {
+                plan::routes(&notifier.spec.filter, decision)
+            };
+            match routed {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {

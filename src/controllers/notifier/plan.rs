@@ -21,6 +21,7 @@ use jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 use sha2::{Digest, Sha256};
 
+use super::escalation;
 use crate::api::{
     common::micro_time,
     weblab_notifier::{
@@ -49,6 +50,9 @@ pub struct Decision {
     pub labels: BTreeMap<String, String>,
     /// The decision as messages carry it.
     pub record: DecisionRecord,
+    /// The one notifier it is addressed to, whatever its filter (an
+    /// escalation's `notifier`); `None`: every notifier it passes.
+    pub notifier: Option<String>,
 }
 
 /// Whether `filter` lets `decision` through; an error when its selector
@@ -83,16 +87,20 @@ pub fn routes(filter: &NotificationFilter, decision: &Decision) -> Result<bool, 
 pub fn action_of(record: &DecisionRecord) -> NotificationAction {
     if record.warning {
         NotificationAction::Trigger
-    } else if record.reason == ALARM_CLEARED {
+    } else if record.reason == ALARM_CLEARED || record.reason == escalation::RESOLVED {
         NotificationAction::Resolve
     } else {
         NotificationAction::Change
     }
 }
 
-/// What a decision is grouped by: the alarm that caused it, or else the
-/// object and the reason.
+/// What a decision is grouped by: an escalation by its object (its page is
+/// its own), others by the alarm that caused them, or else by the object
+/// and the reason.
 pub fn subject_of(record: &DecisionRecord) -> String {
+    if record.reason == escalation::ESCALATED || record.reason == escalation::RESOLVED {
+        return format!("escalation/{}/{}", record.kind, record.name);
+    }
     match &record.evidence.alarm {
         Some(alarm) => format!("alarm/{alarm}"),
         None => format!("{}/{}/{}", record.kind, record.name, record.reason),

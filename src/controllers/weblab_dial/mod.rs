@@ -68,7 +68,8 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
                 .as_ref()
                 .is_none_or(|handled| handled.request != *text)
         });
-    let decision = plan::decide(&World {
+    let now = Timestamp::now();
+    let mut decision = plan::decide(&World {
         spec: &dial.spec,
         generation: dial.meta().generation.unwrap_or_default(),
         status: &status,
@@ -76,8 +77,19 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         missing: &missing,
         window,
         request,
-        now: Timestamp::now(),
+        now,
     });
+    // After a rollback by alarm, whether it helped.
+    let (escalation, evidence) =
+        notifier::escalation::for_dial(&dial.spec, &decision.status, &alarms, now);
+    decision.status.escalation = escalation.status;
+    if let Some(wake) = escalation.wake {
+        decision.requeue_after = if decision.requeue_after.is_zero() {
+            wake
+        } else {
+            decision.requeue_after.min(wake)
+        };
+    }
 
     let wrote = decision.status != status;
     if wrote {
@@ -88,6 +100,11 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
     for note in &decision.notes {
         let evidence = notifier::evidence::dial(&decision.status, note);
         ctx.publish_decision(dial.as_ref(), evidence, note).await;
+    }
+    if let Some(note) = &escalation.note {
+        let only = dial.spec.rollback.escalation.as_ref();
+        let only = only.and_then(|e| e.notifier.as_deref());
+        ctx.publish_to(dial.as_ref(), evidence, note, only).await;
     }
     // Merge trains stay paused while an alarm holds the dial rolled back.
     let trains = plan::merge_train_pauses(&dial.name_any(), &dial.spec, &decision.status);

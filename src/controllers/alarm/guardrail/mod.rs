@@ -24,7 +24,7 @@ use crate::{
         alarm::{AlarmState, AlarmStatus, Datapoint, GuardrailSource, SAMPLE_RATIO_MISMATCH},
         conditions::{self, DesiredCondition},
     },
-    controllers::{Note, notifier},
+    controllers::Note,
 };
 
 use plan::{Counts, RealmPlan, Work};
@@ -164,8 +164,7 @@ pub(super) async fn evaluate(
     }
     for note in &notes {
         tracing::info!(reason = note.reason, "{}", note.message);
-        let evidence = notifier::evidence::alarm(alarm, &next);
-        ctx.publish_decision(alarm, evidence, note).await;
+        super::publish(ctx, alarm, &status, &next, note).await;
     }
     Ok(Action::requeue(wait))
 }

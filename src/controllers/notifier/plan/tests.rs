@@ -32,6 +32,7 @@ fn decision(kind: &str, name: &str, reason: &str, warning: bool, alarm: Option<&
                 ..Evidence::default()
             },
         },
+        notifier: None,
     }
 }
 
