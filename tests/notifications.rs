@@ -16,7 +16,8 @@ use support::{
     sinks::{ROUTING_KEY, SinkContract},
 };
 use weblab_operator::api::{
-    WeblabDial, WeblabNotifier, weblab_dial::DialPhase, weblab_notifier::EscalationState,
+    Rollback, WeblabDial, WeblabNotifier, rollback::RollbackPhase, weblab_dial::DialPhase,
+    weblab_notifier::EscalationState,
 };
 
 const DIALS: usize = 100;
@@ -396,4 +397,100 @@ async fn an_alarm_still_firing_after_the_rollback_pages_and_its_clearing_resolve
         })
         .collect();
     assert_eq!(for_the_page, ["trigger", "resolve"]);
+}
+
+/// The same for a Rollback, on a control plane where workloads roll out:
+/// its trigger alarm still fires after it succeeded (its verification
+/// watches nothing), so it pages; the alarm's clearing resolves the page.
+#[tokio::test]
+async fn a_rollback_that_did_not_help_pages_until_its_alarm_clears() {
+    let plane = support::workloads::plane().await;
+    let server = SinkContract::start().await;
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "notify-rbk-escalation",
+        &["--pagerduty-events-url", &server.url],
+    )
+    .await;
+    let namespace = ns.name();
+    let notifier = notifier_yaml("1s").replace(
+        "reasons: [AlarmFiring, RolledBack]",
+        "reasons: [Escalated, EscalationResolved]",
+    );
+    apply_yaml(plane, namespace, &notifier).await;
+    apply_yaml(plane, namespace, ALARM).await;
+    support::workloads::release(plane, namespace, "graphql-api", "3.240.0").await;
+    support::workloads::release(plane, namespace, "graphql-api", "3.241.0").await;
+    apply_yaml(
+        plane,
+        namespace,
+        &format!(
+            "apiVersion: weblab.dev/v1alpha1
+kind: Rollback
+metadata:
+  name: graphql
+spec:
+  targets: [{{kind: Deployment, name: graphql-api}}]
+  waves: [{{region: prodNA, namespace: {namespace}}}]
+  target: {{type: Revision, revision: 1}}
+  trigger: {{type: Alarm, alarms: {{names: [checkout-errors]}}, severities: [Sev2]}}
+  verification: {{rolloutDeadline: 90s, bake: 1s}}
+  escalation: {{after: 3s, severity: Sev2}}
+"
+        ),
+    )
+    .await;
+    let client = plane.client().await.expect("client");
+    let rollbacks: Api<Rollback> = Api::namespaced(client, namespace);
+    let status = || async {
+        rollbacks
+            .get("graphql")
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .unwrap_or_default()
+    };
+    let armed = eventually(Duration::from_secs(60), || async {
+        status().await.phase == Some(RollbackPhase::Armed)
+    })
+    .await;
+    assert!(armed, "never armed:\n{}", operator.logs());
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let key = format!("weblab/{namespace}/oncall/escalation/Rollback/graphql");
+    let paged = eventually(Duration::from_secs(120), || async {
+        let status = status().await;
+        status.phase == Some(RollbackPhase::Succeeded)
+            && status
+                .escalation
+                .is_some_and(|e| e.state == EscalationState::Paged)
+            && server.incidents().1.contains(&key)
+    })
+    .await;
+    assert!(
+        paged,
+        "never paged: {:?}\n{}",
+        status().await,
+        operator.logs()
+    );
+    let trigger = server
+        .received()
+        .into_iter()
+        .find(|r| r.body["dedup_key"] == key.as_str())
+        .expect("the page");
+    assert_eq!(trigger.body["payload"]["severity"], "error");
+    assert_eq!(
+        trigger.body["payload"]["custom_details"]["realms"],
+        "prodNA"
+    );
+
+    push_alert(&operator, "CheckoutErrors", "resolved").await;
+    let resolved = eventually(Duration::from_secs(30), || async {
+        status()
+            .await
+            .escalation
+            .is_some_and(|e| e.state == EscalationState::Resolved)
+            && !server.incidents().1.contains(&key)
+    })
+    .await;
+    assert!(resolved, "never resolved:\n{}", operator.logs());
 }

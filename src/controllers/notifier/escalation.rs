@@ -14,10 +14,13 @@ use crate::{
     api::{
         alarm::AlarmState,
         common::micro_time,
+        rollback::{RollbackPhase, RollbackSpec, RollbackStatus},
         weblab_dial::{DialPhase, WeblabDialSpec, WeblabDialStatus},
         weblab_notifier::{Escalation, EscalationState, EscalationStatus, Evidence},
     },
-    controllers::{Note, weblab_dial::plan::AlarmReading},
+    controllers::{
+        Note, rollback::plan::AlarmReading as RollbackAlarm, weblab_dial::plan::AlarmReading,
+    },
 };
 
 /// The reason of a page.
@@ -160,6 +163,41 @@ pub fn for_dial(
         severity: spec.rollback.escalation.as_ref().map(|e| e.severity),
         value: first.and_then(|a| a.value),
         threshold: first.and_then(|a| a.threshold),
+        ..Evidence::default()
+    };
+    (assessment, evidence)
+}
+
+/// A Rollback's escalation: watched once it succeeded; its trigger and
+/// verification alarms in `ALARM` are the ones still firing.
+pub fn for_rollback(
+    spec: &RollbackSpec,
+    status: &RollbackStatus,
+    alarms: &[&RollbackAlarm],
+    now: Timestamp,
+) -> (Assessment, Evidence) {
+    let completed = status
+        .finished_at
+        .as_ref()
+        .filter(|_| status.phase == Some(RollbackPhase::Succeeded));
+    let mut firing: Vec<String> = alarms
+        .iter()
+        .filter(|a| a.state == AlarmState::Alarm)
+        .map(|a| a.name.clone())
+        .collect();
+    firing.sort();
+    firing.dedup();
+    let assessment = assess(&Watch {
+        policy: spec.escalation.as_ref(),
+        completed_at: completed.map(|at| at.0),
+        firing: firing.clone(),
+        previous: status.escalation.as_ref(),
+        now,
+    });
+    let evidence = Evidence {
+        realms: status.waves.iter().map(|w| w.region.clone()).collect(),
+        alarm: firing.first().cloned(),
+        severity: spec.escalation.as_ref().map(|e| e.severity),
         ..Evidence::default()
     };
     (assessment, evidence)

@@ -117,7 +117,7 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     };
 
     let now = Timestamp::now();
-    let decision = plan::decide(&World {
+    let mut decision = plan::decide(&World {
         spec,
         generation: rollback.meta().generation.unwrap_or_default(),
         status: &status,
@@ -128,6 +128,15 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         request,
         now,
     });
+    // After success, whether it helped.
+    let attached: Vec<_> = trigger_alarms.iter().chain(&verification_alarms).collect();
+    let (escalation, escalation_evidence) =
+        notifier::escalation::for_rollback(spec, &decision.status, &attached, now);
+    decision.status.escalation = escalation.status;
+    if let Some(wake) = escalation.wake {
+        let next = decision.requeue_after.map_or(wake, |after| after.min(wake));
+        decision.requeue_after = Some(next);
+    }
 
     // Restores run concurrently: a region's workloads are independent.
     let restores = decision.restores.iter().map(|restore| async {
@@ -230,6 +239,11 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     for note in &decision.notes {
         let evidence = notifier::evidence::rollback(&decision.status);
         ctx.publish_decision(rollback.as_ref(), evidence, note)
+            .await;
+    }
+    if let Some(note) = &escalation.note {
+        let only = spec.escalation.as_ref().and_then(|e| e.notifier.as_deref());
+        ctx.publish_to(rollback.as_ref(), escalation_evidence, note, only)
             .await;
     }
     let settled = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused));
