@@ -60,6 +60,8 @@ use plan::{Decision, Outbox, Route};
 
 /// The field manager of the courier's status writes.
 pub const MANAGER: &str = "weblab-operator/notifier";
+/// The reason of condition Ready when the filter's selector does not parse.
+const INVALID_SELECTOR: &str = "InvalidSelector";
 /// The condition that says a sink's last delivery failed.
 pub const SINK_FAILING: &str = "SinkFailing";
 /// PagerDuty's Events API.
@@ -243,7 +245,11 @@ impl Courier {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {
-                    tracing::warn!(namespace = %decision.namespace, notifier = %name, %error, "decision not routed");
+                    // Its status says so (condition Ready, a Warning event).
+                    tracing::debug!(namespace = %decision.namespace, notifier = %name, %error, "decision not routed");
+                    self.notifiers
+                        .entry((decision.namespace.clone(), name))
+                        .or_default();
                     continue;
                 }
             }
@@ -478,6 +484,17 @@ impl Courier {
                 .inc();
             match written {
                 Ok(_) => {
+                    let invalid = |s: &WeblabNotifierStatus| {
+                        conditions::find(&s.conditions, conditions::READY)
+                            .filter(|c| c.reason == INVALID_SELECTOR)
+                            .map(|c| c.message.clone())
+                    };
+                    if let (Some(message), None) = (invalid(&wanted), invalid(&current)) {
+                        let note = Note::warning(INVALID_SELECTOR, message);
+                        self.ctx
+                            .publish(&notifier.object_ref(&()), "WeblabNotifier", &note)
+                            .await;
+                    }
                     state.written = Some(wanted);
                     state.write_retry = None;
                 }
@@ -534,10 +551,14 @@ fn desired_status(
             )
         })
         .collect();
-    let condition = if failing.is_empty() {
+    let failing = if failing.is_empty() {
         DesiredCondition::new(SINK_FAILING, false, "Delivering", "")
     } else {
         DesiredCondition::new(SINK_FAILING, true, "DeliveryFailed", failing.join("; "))
+    };
+    let ready = match selector_error(notifier) {
+        Some(error) => DesiredCondition::new(conditions::READY, false, INVALID_SELECTOR, error),
+        None => DesiredCondition::new(conditions::READY, true, "Routing", ""),
     };
     let generation = notifier.meta().generation;
     WeblabNotifierStatus {
@@ -546,8 +567,23 @@ fn desired_status(
         pending,
         last_delivered: state.last_delivered.clone(),
         sinks,
-        conditions: conditions::merge(&current.conditions, &[condition], generation, &Time(now)),
+        conditions: conditions::merge(
+            &current.conditions,
+            &[ready, failing],
+            generation,
+            &Time(now),
+        ),
     }
+}
+
+/// Why the notifier's selector does not parse (the API server accepts
+/// some that do not), if it does not.
+fn selector_error(notifier: &WeblabNotifier) -> Option<String> {
+    let selector = notifier.spec.filter.selector.clone()?;
+    let parsed: Result<kube::core::Selector, _> = selector.try_into();
+    parsed
+        .err()
+        .map(|error| format!("spec.filter.selector does not parse: {error}; no decision is routed"))
 }
 
 /// Delivers `pending` to every sink of `notifier` that has not accepted it
