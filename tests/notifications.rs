@@ -177,6 +177,12 @@ async fn one_alarm_rolling_back_a_hundred_dials_is_one_page() {
     assert!(triggers.iter().all(|t| t["dedup_key"] == key.as_str()));
     assert_eq!(server.incidents(), (1, vec![key]), "one page");
     assert_eq!(triggers.len(), 1, "one message for the whole group");
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    let writes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weblab_status_writes_total") && l.contains("notifier"))
+        .collect();
+    println!("notifier status writes: {writes:?}");
 }
 
 async fn is_leader(operator: &Operator) -> bool {
