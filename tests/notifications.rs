@@ -540,3 +540,64 @@ async fn a_selector_that_does_not_parse_is_reported_on_the_notifier() {
     .await;
     assert!(warned, "no Warning event");
 }
+
+/// A notifier routes the decisions of its own namespace only: an alarm
+/// firing in another namespace the same operator watches reaches none of
+/// its sinks.
+#[tokio::test]
+async fn a_notifier_never_sees_another_namespaces_decisions() {
+    let plane = control_plane().await;
+    let server = SinkContract::start().await;
+    let other = plane.namespace("notify-other").await.expect("namespace");
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "notify-own",
+        &[
+            "--namespace",
+            other.name(),
+            "--pagerduty-events-url",
+            &server.url,
+        ],
+    )
+    .await;
+    apply_yaml(plane, ns.name(), &notifier_yaml("1s")).await;
+    // The same alarm in the other namespace, matching the same alert.
+    apply_yaml(plane, other.name(), ALARM).await;
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let client = plane.client().await.expect("client");
+    let alarms: Api<weblab_operator::api::Alarm> = Api::namespaced(client, other.name());
+    let fired = eventually(Duration::from_secs(30), || async {
+        alarms
+            .get("checkout-errors")
+            .await
+            .ok()
+            .and_then(|a| a.status)
+            .and_then(|s| s.state)
+            .is_some_and(|s| s == weblab_operator::api::alarm::AlarmState::Alarm)
+    })
+    .await;
+    assert!(
+        fired,
+        "the other namespace's alarm never fired:\n{}",
+        operator.logs()
+    );
+    // Longer than the grouping wait: nothing comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(server.received().is_empty(), "{:?}", server.received());
+
+    // Its own namespace's alarm does reach it.
+    apply_yaml(plane, ns.name(), ALARM).await;
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let delivered = eventually(Duration::from_secs(30), || async {
+        !server.received().is_empty()
+    })
+    .await;
+    assert!(delivered, "never delivered:\n{}", operator.logs());
+    let key = format!("weblab/{}/oncall/alarm/checkout-errors", ns.name());
+    assert!(
+        server
+            .received()
+            .iter()
+            .all(|r| r.body["dedup_key"] == key.as_str())
+    );
+}
