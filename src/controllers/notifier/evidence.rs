@@ -111,3 +111,96 @@ pub fn rollback(status: &RollbackStatus) -> Evidence {
         ..Evidence::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{
+        api::{
+            Alarm, alarm::AlarmStatus, common::Severity, rollback::RollbackStatus,
+            weblab_dial::WeblabDialStatus,
+        },
+        controllers::Note,
+    };
+
+    fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn a_dials_rollback_carries_its_alarm_and_the_allocations_it_changed() {
+        let status: WeblabDialStatus = from(json!({
+            "phase": "RolledBack",
+            "rollback": {"at": "2026-12-03T08:00:00.000001Z", "alarm": "errors", "severity": "Sev2",
+                         "value": 0.07, "threshold": 0.05, "realms": ["NA"], "generation": 2,
+                         "message": "m"},
+            "history": [
+                {"at": "2026-12-03T07:00:00Z", "realm": "NA", "to": {"C": 50, "T1": 50},
+                 "reason": "Target", "generation": 2},
+                {"at": "2026-12-03T08:00:00.000001Z", "realm": "NA", "from": {"C": 50, "T1": 50},
+                 "to": {"C": 100}, "reason": "Rollback", "generation": 2},
+            ],
+        }));
+        let rolled_back = super::dial(&status, &Note::warning("RolledBack", String::new()));
+        assert_eq!(rolled_back.alarm.as_deref(), Some("errors"));
+        assert_eq!(rolled_back.severity, Some(Severity::Sev2));
+        assert_eq!(
+            (rolled_back.value, rolled_back.threshold),
+            (Some(0.07), Some(0.05))
+        );
+        assert_eq!(rolled_back.realms, ["NA"]);
+        assert_eq!(rolled_back.from.as_deref(), Some("C:50 T1:50"));
+        assert_eq!(rolled_back.to.as_deref(), Some("C:100"));
+        // Another decision of the same dial is not the alarm's.
+        let resumed = super::dial(&status, &Note::normal("Resumed", String::new()));
+        assert_eq!(resumed.alarm, None);
+    }
+
+    #[test]
+    fn a_guardrail_names_the_treatment_that_regresses_most_per_realm() {
+        let alarm: Alarm = from(json!({
+            "apiVersion": "weblab.dev/v1alpha1", "kind": "Alarm",
+            "metadata": {"name": "checkout-guardrail"},
+            "spec": {"severity": "Sev2", "guardrail": {
+                "dialRef": {"name": "d"}, "url": "http://prometheus:9090",
+                "outcomes": "o", "trials": "t"}},
+        }));
+        let status: AlarmStatus = from(json!({
+            "state": "ALARM",
+            "realms": [{"realm": "EU", "state": "ALARM", "reason": "r", "treatments": [
+                {"treatment": "T1", "state": "ALARM", "trials": 1000.0, "controlTrials": 1000.0,
+                 "rate": 0.02, "controlRate": 0.01, "estimate": 0.01},
+                {"treatment": "T2", "state": "OK", "trials": 1000.0, "controlTrials": 1000.0,
+                 "rate": 0.05, "controlRate": 0.01, "estimate": 0.04},
+            ]}, {"realm": "NA", "state": "OK", "reason": "r"}],
+        }));
+        let evidence = super::alarm(&alarm, &status);
+        assert_eq!(evidence.realms, ["EU"]);
+        assert_eq!(
+            evidence.estimate.as_deref(),
+            Some("T1 in EU: +0.0100 (rate 0.0200 vs control 0.0100)")
+        );
+        assert_eq!(evidence.threshold, None);
+    }
+
+    #[test]
+    fn a_rollback_carries_what_fired_it_and_the_revisions() {
+        let status: RollbackStatus = from(json!({
+            "phase": "Succeeded",
+            "firedBy": {"alarm": "errors", "severity": "Sev1", "at": "2026-12-03T08:00:00Z"},
+            "waves": [{"region": "prodNA", "phase": "Succeeded", "workloads": [
+                {"kind": "Deployment", "name": "graphql-api", "fromRevision": 3, "toRevision": 1,
+                 "fromHash": "abc", "toHash": "def", "toImages": "graphql:3.240.0",
+                 "result": "Succeeded"}]}],
+        }));
+        let evidence = super::rollback(&status);
+        assert_eq!(evidence.alarm.as_deref(), Some("errors"));
+        assert_eq!(evidence.realms, ["prodNA"]);
+        assert_eq!(evidence.from.as_deref(), Some("revision 3 (abc)"));
+        assert_eq!(
+            evidence.to.as_deref(),
+            Some("revision 1 (def): graphql:3.240.0")
+        );
+    }
+}
