@@ -158,7 +158,8 @@ impl Message {
             blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": links.join(" · ")}]}));
         }
         json!({
-            "text": format!("{title}\n{}", self.text()),
+            // The fallback is mrkdwn too: escaped like the blocks.
+            "text": slack_escape(&format!("{title}\n{}", self.text())),
             "blocks": blocks,
         })
     }

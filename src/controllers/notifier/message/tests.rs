@@ -88,7 +88,6 @@ fn slack_gets_text_and_blocks_with_escaped_mrkdwn() {
     assert_eq!(
         body["text"],
         "WeblabDial team/checkout: RolledBack\nerrors (Sev2) at 0.07 &gt; 0.05; rolled back NA to C:100"
-            .replace("&gt;", ">")
     );
     assert_eq!(body["blocks"][0]["type"], "header");
     assert_eq!(body["blocks"][0]["text"]["type"], "plain_text");
