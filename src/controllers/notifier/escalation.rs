@@ -104,7 +104,7 @@ pub fn assess(watch: &Watch<'_>) -> Assessment {
                 format!(
                     "{} still firing {} after the rollback completed; paging at {}",
                     watch.firing.join(", "),
-                    policy.after,
+                    friendly(policy.after.get()),
                     policy.severity
                 ),
             ));
@@ -127,6 +127,13 @@ pub fn assess(watch: &Watch<'_>) -> Assessment {
         note,
         wake: None,
     }
+}
+
+/// `15m`, `1h 30m`: a duration as people write it.
+fn friendly(duration: Duration) -> String {
+    jiff::SignedDuration::try_from(duration)
+        .map(|d| format!("{d:#}"))
+        .unwrap_or_else(|_| format!("{duration:?}"))
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ fn an_alarm_still_firing_after_fifteen_minutes_pages_once_and_resolves_when_it_c
         .unwrap_or_default();
     assert_eq!(
         paged,
-        "errors still firing 900s after the rollback completed; paging at Sev1"
+        "errors still firing 15m after the rollback completed; paging at Sev1"
     );
     // Settled states write nothing new.
     assert_eq!(steps[4].status, steps[5].status);
