@@ -40,7 +40,7 @@ use kube::{
     runtime::reflector::Store,
 };
 use reqwest::Url;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -136,6 +136,7 @@ pub struct Courier {
     pagerduty: Url,
     notifiers: HashMap<(String, String), Notifier>,
     jitter: RandomState,
+    changed: Arc<Notify>,
 }
 
 /// Builds the courier for `scopes` (namespaces, or `None` for all), which
@@ -149,10 +150,21 @@ pub fn courier(
 ) -> BoxFuture<'static, ()> {
     let mut stores = Vec::new();
     let mut watches = Vec::new();
+    // A notifier created or changed wakes the courier, which records the
+    // generation it observed (and whether its selector parses).
+    let changed = Arc::new(Notify::new());
     for scope in scopes {
         let (store, events) = reflected::<WeblabNotifier>(&ctx.client, *scope);
         stores.push(store);
-        watches.push(events.for_each(|_| futures::future::ready(())).boxed());
+        let changed = Arc::clone(&changed);
+        watches.push(
+            events
+                .for_each(move |_| {
+                    changed.notify_one();
+                    futures::future::ready(())
+                })
+                .boxed(),
+        );
     }
     let courier = Courier {
         ctx,
@@ -161,6 +173,7 @@ pub fn courier(
         pagerduty,
         notifiers: HashMap::new(),
         jitter: RandomState::new(),
+        changed,
     };
     async move {
         let watching = futures::future::join_all(watches);
@@ -180,6 +193,7 @@ impl Courier {
         };
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
         let mut leader = self.ctx.leader.clone();
+        let changed = Arc::clone(&self.changed);
         let mut led = false;
         loop {
             let leading = *leader.borrow_and_update();
@@ -210,6 +224,7 @@ impl Courier {
                 }
                 Some(outcome) = done_rx.recv() => self.settle(outcome, leading).await,
                 changed = leader.changed() => if changed.is_err() { return },
+                () = changed.notified() => {}
                 () = tokio::time::sleep(wake) => {}
             }
         }
@@ -442,6 +457,14 @@ impl Courier {
 
     /// Writes the status of every notifier whose status would change.
     async fn write_statuses(&mut self, now: Timestamp) {
+        // Every notifier: a new one (or a new generation) is observed.
+        for notifier in self.stores.iter().flat_map(|store| store.state()) {
+            let key = (
+                notifier.namespace().unwrap_or_default(),
+                notifier.name_any(),
+            );
+            self.notifiers.entry(key).or_default();
+        }
         let keys: Vec<(String, String)> = self.notifiers.keys().cloned().collect();
         for key in keys {
             let Some(notifier) = self.notifier(&key.0, &key.1) else {
