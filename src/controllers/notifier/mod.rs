@@ -191,6 +191,14 @@ impl Courier {
             tracing::error!("the decision queue has been taken already; no notifications");
             return;
         };
+        // Decisions wait in the queue until the notifiers are known: one
+        // routed against a cache still empty would reach nobody.
+        for store in &self.stores {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                ready = store.wait_until_ready() => if ready.is_err() { return },
+            }
+        }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
         let mut leader = self.ctx.leader.clone();
         let changed = Arc::clone(&self.changed);
