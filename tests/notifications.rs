@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use support::{
     Operator, apply_yaml, control_plane, eventually, operator_with_webhook_args, push_alert,
-    sinks::{ROUTING_KEY, SinkContract},
+    sinks::{ROUTING_KEY, Scripted, SinkContract},
 };
 use weblab_operator::api::{
     Rollback, WeblabDial, WeblabNotifier, rollback::RollbackPhase, weblab_dial::DialPhase,
@@ -600,4 +600,81 @@ async fn a_notifier_never_sees_another_namespaces_decisions() {
             .iter()
             .all(|r| r.body["dedup_key"] == key.as_str())
     );
+}
+
+/// A sink that refuses every attempt of a delivery sets `SinkFailing` with
+/// a Warning event, the message stays pending, and the next delivery clears
+/// both (`SinkRecovered`).
+#[tokio::test]
+async fn a_failing_sink_is_reported_and_its_message_delivered_once_it_recovers() {
+    let plane = control_plane().await;
+    let server = SinkContract::start().await;
+    // Every attempt of the first delivery (5) fails.
+    server.script(&[Scripted::Fail(503); 5]);
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "notify-failing",
+        &["--pagerduty-events-url", &server.url],
+    )
+    .await;
+    apply_yaml(plane, ns.name(), &notifier_yaml("1s")).await;
+    apply_yaml(plane, ns.name(), ALARM).await;
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let client = plane.client().await.expect("client");
+    let notifiers: Api<WeblabNotifier> = Api::namespaced(client.clone(), ns.name());
+    let condition =
+        |status: &Option<weblab_operator::api::weblab_notifier::WeblabNotifierStatus>| {
+            status.as_ref().and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "SinkFailing")
+                    .cloned()
+            })
+        };
+    let failing = eventually(Duration::from_secs(60), || async {
+        let status = notifiers.get("oncall").await.ok().and_then(|n| n.status);
+        condition(&status).is_some_and(|c| c.status == "True")
+            && status.is_some_and(|s| s.pending.len() == 1)
+    })
+    .await;
+    assert!(failing, "never reported:\n{}", operator.logs());
+    let status = notifiers.get("oncall").await.expect("notifier").status;
+    let message = condition(&status).map(|c| c.message).unwrap_or_default();
+    assert_eq!(
+        message,
+        "oncall: 1 failed deliveries, last: the pagerduty sink answered HTTP 503"
+    );
+    let recovered = eventually(Duration::from_secs(60), || async {
+        let status = notifiers.get("oncall").await.ok().and_then(|n| n.status);
+        condition(&status).is_some_and(|c| c.status == "False")
+            && status.is_some_and(|s| s.pending.is_empty())
+    })
+    .await;
+    assert!(recovered, "never recovered:\n{}", operator.logs());
+    let statuses: Vec<u16> = server.received().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 503, 503, 503, 503, 202]);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, ns.name());
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("WeblabNotifier"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"SinkFailing".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"SinkRecovered".to_owned()), "{reasons:?}");
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    for line in [
+        "result=\"failed\",sink=\"pagerduty\"} 1",
+        "result=\"delivered\",sink=\"pagerduty\"} 1",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("weblab_notifications_total") && l.ends_with(line)),
+            "{line} not in the metrics"
+        );
+    }
 }
