@@ -139,12 +139,14 @@ fn friendly(duration: Duration) -> String {
 #[cfg(test)]
 mod tests;
 
-/// A dial's escalation: watched while an alarm holds it rolled back; the
+/// A dial's escalation, from the status just decided and the escalation
+/// `previous`ly recorded: watched while an alarm holds it rolled back; the
 /// attached alarms in `ALARM` are the ones still firing. Also the evidence
 /// of its page: the first of them, the realms rolled back.
 pub fn for_dial(
     spec: &WeblabDialSpec,
     status: &WeblabDialStatus,
+    previous: Option<&EscalationStatus>,
     alarms: &[AlarmReading],
     now: Timestamp,
 ) -> (Assessment, Evidence) {
@@ -160,7 +162,7 @@ pub fn for_dial(
         policy: spec.rollback.escalation.as_ref(),
         completed_at: record.map(|r| r.at.0),
         firing: firing.iter().map(|a| a.name.clone()).collect(),
-        previous: status.escalation.as_ref(),
+        previous,
         now,
     });
     let first = firing.first();
@@ -175,11 +177,14 @@ pub fn for_dial(
     (assessment, evidence)
 }
 
-/// A Rollback's escalation: watched once it succeeded; its trigger and
-/// verification alarms in `ALARM` are the ones still firing.
+/// A Rollback's escalation, from the status just decided (a re-arm clears
+/// it) and the escalation `previous`ly recorded: watched once it
+/// succeeded; its trigger and verification alarms in `ALARM` are the ones
+/// still firing.
 pub fn for_rollback(
     spec: &RollbackSpec,
     status: &RollbackStatus,
+    previous: Option<&EscalationStatus>,
     alarms: &[&RollbackAlarm],
     now: Timestamp,
 ) -> (Assessment, Evidence) {
@@ -198,7 +203,7 @@ pub fn for_rollback(
         policy: spec.escalation.as_ref(),
         completed_at: completed.map(|at| at.0),
         firing: firing.clone(),
-        previous: status.escalation.as_ref(),
+        previous,
         now,
     });
     let evidence = Evidence {

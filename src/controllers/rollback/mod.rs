@@ -130,8 +130,13 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     });
     // After success, whether it helped.
     let attached: Vec<_> = trigger_alarms.iter().chain(&verification_alarms).collect();
-    let (escalation, escalation_evidence) =
-        notifier::escalation::for_rollback(spec, &decision.status, &attached, now);
+    let (escalation, escalation_evidence) = notifier::escalation::for_rollback(
+        spec,
+        &decision.status,
+        status.escalation.as_ref(),
+        &attached,
+        now,
+    );
     decision.status.escalation = escalation.status;
     if let Some(wake) = escalation.wake {
         let next = decision.requeue_after.map_or(wake, |after| after.min(wake));

@@ -80,8 +80,13 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         now,
     });
     // After a rollback by alarm, whether it helped.
-    let (escalation, evidence) =
-        notifier::escalation::for_dial(&dial.spec, &decision.status, &alarms, now);
+    let (escalation, evidence) = notifier::escalation::for_dial(
+        &dial.spec,
+        &decision.status,
+        status.escalation.as_ref(),
+        &alarms,
+        now,
+    );
     decision.status.escalation = escalation.status;
     if let Some(wake) = escalation.wake {
         decision.requeue_after = if decision.requeue_after.is_zero() {

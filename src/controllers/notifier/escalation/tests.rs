@@ -113,3 +113,23 @@ fn leaving_the_rollback_resolves_a_page_and_clears_the_status() {
     assert_eq!(left.status, None);
     assert_eq!(reason(&left), Some(RESOLVED));
 }
+
+#[test]
+fn a_rearmed_rollback_resolves_its_page() {
+    let spec: crate::api::rollback::RollbackSpec = serde_json::from_value(serde_json::json!({
+        "targets": [{"kind": "Deployment", "name": "graphql-api"}],
+        "waves": [{"region": "prodNA", "namespace": "prod"}],
+        "target": {"type": "PreviousStable"},
+        "escalation": {"after": "15m"},
+    }))
+    .unwrap_or_else(|error| panic!("{error}"));
+    let paged = run(&[(900, &["errors"])]).remove(0).status;
+    // Re-arming starts the status over: nothing succeeded any more.
+    let rearmed = crate::api::rollback::RollbackStatus {
+        phase: Some(crate::api::rollback::RollbackPhase::Armed),
+        ..Default::default()
+    };
+    let (assessment, _) = super::for_rollback(&spec, &rearmed, paged.as_ref(), &[], at(1000));
+    assert_eq!(assessment.status, None);
+    assert_eq!(reason(&assessment), Some(RESOLVED));
+}
