@@ -501,46 +501,6 @@ spec:
     assert!(resolved, "never resolved:\n{}", operator.logs());
 }
 
-#[tokio::test]
-async fn a_selector_that_does_not_parse_is_reported_on_the_notifier() {
-    let plane = control_plane().await;
-    let (ns, operator) = operator_with_webhook_args(plane, "notify-invalid", &[]).await;
-    let notifier = notifier_yaml("1s").replace(
-        "  filter:\n",
-        "  filter:\n    selector:\n      matchExpressions: [{key: team, operator: Near, values: [checkout]}]\n",
-    );
-    apply_yaml(plane, ns.name(), &notifier).await;
-    apply_yaml(plane, ns.name(), ALARM).await;
-    push_alert(&operator, "CheckoutErrors", "firing").await;
-    let client = plane.client().await.expect("client");
-    let notifiers: Api<WeblabNotifier> = Api::namespaced(client.clone(), ns.name());
-    let reported = eventually(Duration::from_secs(30), || async {
-        notifiers
-            .get("oncall")
-            .await
-            .ok()
-            .and_then(|n| n.status)
-            .is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSelector"
-                })
-            })
-    })
-    .await;
-    assert!(reported, "not reported:\n{}", operator.logs());
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, ns.name());
-    let warned = eventually(Duration::from_secs(10), || async {
-        events.list(&Default::default()).await.is_ok_and(|list| {
-            list.items.iter().any(|e| {
-                e.reason.as_deref() == Some("InvalidSelector")
-                    && e.type_.as_deref() == Some("Warning")
-            })
-        })
-    })
-    .await;
-    assert!(warned, "no Warning event");
-}
-
 /// A notifier routes the decisions of its own namespace only: an alarm
 /// firing in another namespace the same operator watches reaches none of
 /// its sinks.

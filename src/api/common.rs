@@ -363,8 +363,16 @@ pub struct AlarmSelection {
     #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 64), inner(length(min = 1, max = 253)))]
     pub names: Vec<String>,
 
-    /// Every `Alarm` whose labels match.
+    /// Every `Alarm` whose labels match. `In` and `NotIn` need values,
+    /// `Exists` and `DoesNotExist` take none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",
+        "message": "a matchExpressions operator is one of In, NotIn, Exists, DoesNotExist"
+    }, {
+        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
+        "message": "In and NotIn need at least one value; Exists and DoesNotExist take none"
+    }]))]
     pub selector: Option<LabelSelector>,
 }
 
@@ -372,6 +380,12 @@ impl AlarmSelection {
     /// Whether no alarm can match.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty() && self.selector.is_none()
+    }
+
+    /// Why the selector does not parse, if it does not.
+    pub fn selector_error(&self) -> Option<kube::core::ParseExpressionError> {
+        let selector = self.selector.clone()?;
+        Selector::try_from(selector).err()
     }
 
     /// Whether the alarm `name` with `labels` is selected. A selector the

@@ -217,8 +217,15 @@ pub struct NotificationFilter {
         inner(length(min = 1, max = 63), regex(pattern = r"^[A-Z][A-Za-z0-9]*$"))
     )]
     pub reasons: Vec<String>,
-    /// The objects whose labels match.
+    /// The objects whose labels match (operators as for alarm selectors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",
+        "message": "a matchExpressions operator is one of In, NotIn, Exists, DoesNotExist"
+    }, {
+        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
+        "message": "In and NotIn need at least one value; Exists and DoesNotExist take none"
+    }]))]
     pub selector: Option<LabelSelector>,
     /// Decisions with a severity (an alarm's, or the alarm that caused
     /// them) are sent when at least this severe; decisions without one are

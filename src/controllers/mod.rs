@@ -6,6 +6,7 @@
 //! leadership reconciles everything at once.
 
 pub mod alarm;
+pub mod attach;
 pub mod change_window;
 pub mod failures;
 pub mod merge_train_pause;

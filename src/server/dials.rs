@@ -12,16 +12,14 @@ use std::{
     },
 };
 
-use kube::{
-    ResourceExt,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::{
     api::{Alarm, WeblabDial, weblab_dial::RealmAllocation},
     assignment::{Assignment, AssignmentReason, DialRules, RealmLayout},
     controllers::{
         alarm::Firing,
+        attach,
         weblab_dial::{plan, reading},
     },
 };
@@ -340,13 +338,7 @@ impl DialCatalog {
                 let key = ObjectRef::from(hint.as_ref());
                 self.alarms.iter().find_map(|store| store.get(&key))
             })
-            .filter(|alarm| {
-                dial.spec
-                    .rollback
-                    .alarms
-                    .selects(&alarm.name_any(), alarm.labels())
-                    .unwrap_or(false)
-            })
+            .filter(|alarm| attach::attaches(&dial.spec.rollback.alarms, alarm))
             .map(|alarm| reading(&alarm))
             .collect();
         if readings.is_empty() {

@@ -37,7 +37,7 @@ use crate::{
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
         weblab_notifier::Evidence,
     },
-    controllers::{Context, error_policy, reflected, scoped, settle},
+    controllers::{Context, attach, error_policy, reflected, scoped, settle},
     outbound::Outbound,
 };
 
@@ -69,37 +69,26 @@ fn read_alarms(
     let Some(condition) = &pause.spec.resume_when else {
         return (Vec::new(), Vec::new());
     };
-    let selection = &condition.alarms;
-    let mut missing: Vec<String> = selection
-        .names
-        .iter()
-        .filter(|name| store.get(&ObjectRef::new(name).within(namespace)).is_none())
-        .map(|name| format!("Alarm {name:?} not found"))
-        .collect();
-    let mut readings = Vec::new();
-    for alarm in store.state() {
-        if alarm.namespace().as_deref() != Some(namespace) {
-            continue;
+    let mut missing = Vec::new();
+    let readings = attach::attached(
+        &condition.alarms,
+        "the resumeWhen alarm selector",
+        namespace,
+        store,
+        &mut missing,
+    )
+    .iter()
+    .map(|alarm| {
+        let status = alarm.status.as_ref();
+        ClearReading {
+            name: alarm.name_any(),
+            state: status.and_then(|s| s.state),
+            since: status
+                .and_then(|s| s.last_transition_time.as_ref())
+                .map(|t| t.0),
         }
-        match selection.selects(&alarm.name_any(), alarm.labels()) {
-            Ok(true) => {
-                let status = alarm.status.as_ref();
-                readings.push(ClearReading {
-                    name: alarm.name_any(),
-                    state: status.and_then(|s| s.state),
-                    since: status
-                        .and_then(|s| s.last_transition_time.as_ref())
-                        .map(|t| t.0),
-                });
-            }
-            Ok(false) => {}
-            Err(error) => {
-                missing.push(format!("the resumeWhen alarm selector is invalid: {error}"));
-                break;
-            }
-        }
-    }
-    readings.sort_by(|a, b| a.name.cmp(&b.name));
+    })
+    .collect();
     (readings, missing)
 }
 
@@ -323,7 +312,6 @@ fn pauses_resumed_by(
     alarm: &Alarm,
 ) -> Vec<ObjectRef<MergeTrainPause>> {
     let namespace = alarm.namespace();
-    let name = alarm.name_any();
     pauses
         .state()
         .iter()
@@ -333,7 +321,7 @@ fn pauses_resumed_by(
                 .spec
                 .resume_when
                 .as_ref()
-                .is_some_and(|c| c.alarms.selects(&name, alarm.labels()).unwrap_or(true))
+                .is_some_and(|c| attach::attaches(&c.alarms, alarm))
         })
         .map(|pause| ObjectRef::from(pause.as_ref()))
         .collect()

@@ -688,3 +688,42 @@ async fn deliver_group(
         failed,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::{Notifier, desired_status};
+    use crate::api::{WeblabNotifier, conditions, weblab_notifier::WeblabNotifierStatus};
+
+    fn notifier(selector: serde_json::Value) -> WeblabNotifier {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "weblab.dev/v1alpha1", "kind": "WeblabNotifier",
+            "metadata": {"name": "oncall", "namespace": "team", "generation": 3},
+            "spec": {"sinks": [{"name": "chat", "slack": {"webhookSecretRef": {"name": "s", "key": "url"}}}],
+                     "filter": {"selector": selector}},
+        }))
+        .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A selector stored before the API server checked operators is
+    /// reported on the notifier, which routes nothing.
+    #[test]
+    fn a_stored_selector_that_does_not_parse_makes_the_notifier_not_ready() {
+        let now = Timestamp::now();
+        let state = Notifier::default();
+        let current = WeblabNotifierStatus::default();
+        let broken = notifier(serde_json::json!({"matchExpressions": [
+            {"key": "team", "operator": "Near", "values": ["checkout"]}]}));
+        let status = desired_status(&broken, &state, &current, now);
+        let ready = conditions::find(&status.conditions, conditions::READY).cloned();
+        assert_eq!(ready.as_ref().map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(ready.map(|c| c.reason), Some("InvalidSelector".to_owned()));
+        assert_eq!(status.observed_generation, Some(3));
+        let fine = notifier(serde_json::json!({"matchLabels": {"team": "checkout"}}));
+        let status = desired_status(&fine, &state, &current, now);
+        assert!(conditions::is_true(&status.conditions, conditions::READY));
+        // Nothing changed: the same status, the same transition times.
+        assert_eq!(desired_status(&fine, &state, &status, now), status);
+    }
+}

@@ -33,7 +33,7 @@ use crate::{
         rollback::{RollbackPhase, TriggerType, Wave},
     },
     controllers::{
-        Context, Note, error_policy, merge_train_pause, notifier, reflected, scoped, settle,
+        Context, Note, attach, error_policy, merge_train_pause, notifier, reflected, scoped, settle,
     },
 };
 
@@ -303,57 +303,36 @@ async fn region_client(
     }
 }
 
-/// The attached alarms that exist; names not found (and selectors that do
-/// not parse) go to `missing`.
+/// The attached alarms as the planner reads them; names not found (and
+/// selectors that do not parse) go to `missing`.
 fn read_alarms(
     selection: &AlarmSelection,
     namespace: &str,
     store: &Store<Alarm>,
     missing: &mut Vec<String>,
 ) -> Vec<AlarmReading> {
-    for name in &selection.names {
-        if store.get(&ObjectRef::new(name).within(namespace)).is_none() {
-            let text = format!("Alarm {name:?} not found");
-            if !missing.contains(&text) {
-                missing.push(text);
+    attach::attached(selection, "the alarm selector", namespace, store, missing)
+        .iter()
+        .map(|alarm| {
+            let status = alarm.status.as_ref();
+            AlarmReading {
+                name: alarm.name_any(),
+                state: status
+                    .and_then(|s| s.state)
+                    .unwrap_or(AlarmState::InsufficientData),
+                severity: alarm.spec.severity,
+                since: status
+                    .and_then(|s| s.last_transition_time.as_ref())
+                    .map(|t| t.0),
             }
-        }
-    }
-    let mut readings = Vec::new();
-    for alarm in store.state() {
-        if alarm.namespace().as_deref() != Some(namespace) {
-            continue;
-        }
-        match selection.selects(&alarm.name_any(), alarm.labels()) {
-            Ok(true) => {
-                let status = alarm.status.as_ref();
-                readings.push(AlarmReading {
-                    name: alarm.name_any(),
-                    state: status
-                        .and_then(|s| s.state)
-                        .unwrap_or(AlarmState::InsufficientData),
-                    severity: alarm.spec.severity,
-                    since: status
-                        .and_then(|s| s.last_transition_time.as_ref())
-                        .map(|t| t.0),
-                });
-            }
-            Ok(false) => {}
-            Err(error) => {
-                missing.push(format!("the alarm selector is invalid: {error}"));
-                break;
-            }
-        }
-    }
-    readings.sort_by(|a, b| a.name.cmp(&b.name));
-    readings
+        })
+        .collect()
 }
 
 /// The rollbacks in `alarm`'s namespace that attach it, as trigger or as
 /// verification.
 fn rollbacks_attaching(rollbacks: &Store<Rollback>, alarm: &Alarm) -> Vec<ObjectRef<Rollback>> {
     let namespace = alarm.namespace();
-    let name = alarm.name_any();
     rollbacks
         .state()
         .iter()
@@ -361,7 +340,7 @@ fn rollbacks_attaching(rollbacks: &Store<Rollback>, alarm: &Alarm) -> Vec<Object
         .filter(|r| {
             [&r.spec.trigger.alarms, &r.spec.verification.alarms]
                 .iter()
-                .any(|selection| selection.selects(&name, alarm.labels()).unwrap_or(true))
+                .any(|selection| attach::attaches(selection, alarm))
         })
         .map(|r| ObjectRef::from(r.as_ref()))
         .collect()

@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
-    api::{
-        Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState, common::AlarmSelection,
+    api::{Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState},
+    controllers::{
+        Context, attach, error_policy, merge_train_pause, notifier, reflected, scoped, settle,
     },
-    controllers::{Context, error_policy, merge_train_pause, notifier, reflected, scoped, settle},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -56,7 +56,17 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
 
     let namespace = dial.namespace().unwrap_or_default();
     let status = dial.status.clone().unwrap_or_default();
-    let (alarms, mut missing) = read_alarms(&dial.spec.rollback.alarms, &namespace, &cx.alarms);
+    let mut missing = Vec::new();
+    let alarms: Vec<AlarmReading> = attach::attached(
+        &dial.spec.rollback.alarms,
+        "the alarm selector",
+        &namespace,
+        &cx.alarms,
+        &mut missing,
+    )
+    .iter()
+    .map(|alarm| reading(alarm))
+    .collect();
     let window = read_window(&dial, &namespace, &cx.windows, &mut missing);
     let request = dial
         .annotations()
@@ -123,37 +133,6 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
     })
 }
 
-/// The attached alarms that exist, and those named but missing (or selected
-/// by a selector that does not parse), in words.
-fn read_alarms(
-    selection: &AlarmSelection,
-    namespace: &str,
-    store: &Store<Alarm>,
-) -> (Vec<AlarmReading>, Vec<String>) {
-    let mut missing: Vec<String> = selection
-        .names
-        .iter()
-        .filter(|name| store.get(&ObjectRef::new(name).within(namespace)).is_none())
-        .map(|name| format!("Alarm {name:?} not found"))
-        .collect();
-    let mut readings = Vec::new();
-    for alarm in store.state() {
-        if alarm.namespace().as_deref() != Some(namespace) {
-            continue;
-        }
-        match selection.selects(&alarm.name_any(), alarm.labels()) {
-            Ok(true) => readings.push(reading(&alarm)),
-            Ok(false) => {}
-            Err(error) => {
-                missing.push(format!("the alarm selector is invalid: {error}"));
-                break;
-            }
-        }
-    }
-    readings.sort_by(|a, b| a.name.cmp(&b.name));
-    (readings, missing)
-}
-
 /// An alarm's state as a dial sees it: never evaluated counts as no data.
 pub fn reading(alarm: &Alarm) -> AlarmReading {
     let status = alarm.status.as_ref();
@@ -201,20 +180,11 @@ fn read_window(
 /// The dials in `alarm`'s namespace that attach it.
 fn dials_attaching(dials: &Store<WeblabDial>, alarm: &Alarm) -> Vec<ObjectRef<WeblabDial>> {
     let namespace = alarm.namespace();
-    let name = alarm.name_any();
     dials
         .state()
         .iter()
         .filter(|dial| dial.namespace() == namespace)
-        .filter(|dial| {
-            // A selector that does not parse is reported by the dial's own
-            // reconciliation; reconciling it here surfaces that sooner.
-            dial.spec
-                .rollback
-                .alarms
-                .selects(&name, alarm.labels())
-                .unwrap_or(true)
-        })
+        .filter(|dial| attach::attaches(&dial.spec.rollback.alarms, alarm))
         .map(|dial| ObjectRef::from(dial.as_ref()))
         .collect()
 }
