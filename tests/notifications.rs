@@ -638,3 +638,47 @@ async fn a_failing_sink_is_reported_and_its_message_delivered_once_it_recovers()
         );
     }
 }
+
+/// An escalation that names a notifier that does not exist still pages,
+/// through the notifiers whose filter lets it through, and says so.
+#[tokio::test]
+async fn an_escalation_naming_a_missing_notifier_pages_through_the_others() {
+    let plane = control_plane().await;
+    let server = SinkContract::start().await;
+    let (ns, operator) = operator_with_webhook_args(
+        plane,
+        "notify-misnamed",
+        &["--pagerduty-events-url", &server.url],
+    )
+    .await;
+    let notifier = notifier_yaml("1s").replace(
+        "reasons: [AlarmFiring, RolledBack]",
+        "reasons: [Escalated, EscalationResolved]",
+    );
+    apply_yaml(plane, ns.name(), &notifier).await;
+    apply_yaml(plane, ns.name(), ALARM).await;
+    let dial = dial_yaml("checkout").replace(
+        "  rollback:\n",
+        "  rollback:\n    escalation: {after: 1s, notifier: on-call}\n",
+    );
+    apply_yaml(plane, ns.name(), &dial).await;
+    push_alert(&operator, "CheckoutErrors", "firing").await;
+    let key = format!("weblab/{}/oncall/escalation/WeblabDial/checkout", ns.name());
+    let paged = eventually(Duration::from_secs(30), || async {
+        server.incidents().1.contains(&key)
+    })
+    .await;
+    assert!(paged, "never paged:\n{}", operator.logs());
+    let client = plane.client().await.expect("client");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, ns.name());
+    let warned = eventually(Duration::from_secs(10), || async {
+        events.list(&Default::default()).await.is_ok_and(|list| {
+            list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("NotifierNotFound")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("checkout")
+            })
+        })
+    })
+    .await;
+    assert!(warned, "no NotifierNotFound event:\n{}", operator.logs());
+}

@@ -33,7 +33,7 @@ use std::{
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
@@ -137,6 +137,9 @@ pub struct Courier {
     notifiers: HashMap<(String, String), Notifier>,
     jitter: RandomState,
     changed: Arc<Notify>,
+    /// Decisions that named a notifier that does not exist: (namespace,
+    /// kind, name, the Warning to publish about the object).
+    unaddressed: Vec<(String, String, String, Note)>,
 }
 
 /// Builds the courier for `scopes` (namespaces, or `None` for all), which
@@ -174,6 +177,7 @@ pub fn courier(
         notifiers: HashMap::new(),
         jitter: RandomState::new(),
         changed,
+        unaddressed: Vec::new(),
     };
     async move {
         let watching = futures::future::join_all(watches);
@@ -215,6 +219,21 @@ impl Courier {
             if leading {
                 self.write_statuses(now).await;
             }
+            for (namespace, kind, name, note) in std::mem::take(&mut self.unaddressed) {
+                if !leading {
+                    // Events are the leader's to write.
+                    tracing::warn!(%namespace, %kind, %name, reason = note.reason, "{}", note.message);
+                } else {
+                    let object = ObjectReference {
+                        api_version: Some(format!("{}/v1alpha1", crate::api::GROUP)),
+                        kind: Some(kind.clone()),
+                        namespace: Some(namespace),
+                        name: Some(name),
+                        ..ObjectReference::default()
+                    };
+                    self.ctx.publish(&object, &kind, &note).await;
+                }
+            }
             self.dispatch(now, &done_tx);
             // A time already past (it passed while writing) wakes at once.
             let wake = self.next_wake().map_or(IDLE, |at| {
@@ -243,23 +262,42 @@ impl Courier {
         self.stores.iter().find_map(|store| store.get(&reference))
     }
 
-    /// Routes `decision` to the notifiers of its namespace.
+    /// Routes `decision` to the notifiers of its namespace: to the one it
+    /// names, whatever its filter; when that one does not exist, to every
+    /// notifier its filter lets it through (a page is not dropped for a
+    /// typo), with a Warning event about the object.
     fn add(&mut self, decision: &Decision, now: Timestamp) {
-        let candidates: Vec<Arc<WeblabNotifier>> = self
+        let in_namespace: Vec<Arc<WeblabNotifier>> = self
             .stores
             .iter()
             .flat_map(|store| store.state())
             .filter(|n| n.namespace().as_deref() == Some(decision.namespace.as_str()))
-            .filter(|n| {
-                decision
-                    .notifier
-                    .as_ref()
-                    .is_none_or(|only| *only == n.name_any())
-            })
             .collect();
+        let named = decision
+            .notifier
+            .as_ref()
+            .filter(|only| in_namespace.iter().any(|n| n.name_any() == **only));
+        if let (Some(only), None) = (&decision.notifier, named) {
+            let record = &decision.record;
+            self.unaddressed.push((
+                decision.namespace.clone(),
+                record.kind.clone(),
+                record.name.clone(),
+                Note::warning(
+                    "NotifierNotFound",
+                    format!(
+                        "{} names WeblabNotifier {only:?}, which does not exist in its namespace; sent to the notifiers whose filter lets {} through",
+                        record.kind, record.reason
+                    ),
+                ),
+            ));
+        }
+        let candidates = in_namespace
+            .into_iter()
+            .filter(|n| named.is_none_or(|only| *only == n.name_any()));
         for notifier in candidates {
             let name = notifier.name_any();
-            let routed = if decision.notifier.is_some() {
+            let routed = if named.is_some() {
                 Ok(true)
             } else {
                 plan::routes(&notifier.spec.filter, decision)
