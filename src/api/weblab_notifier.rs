@@ -439,8 +439,9 @@ pub struct Escalation {
     #[serde(default = "escalation_severity")]
     pub severity: Severity,
     /// The `WeblabNotifier` (in this namespace) that pages, whatever its
-    /// filter; absent: every notifier whose filter lets `Escalated` and
-    /// `EscalationResolved` through.
+    /// filter; absent (or not found, which a Warning event reports): every
+    /// notifier whose filter lets `Escalated` and `EscalationResolved`
+    /// through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub notifier: Option<String>,
