@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod assignment;
+pub mod cache;
 pub mod controllers;
 pub mod leader;
 pub mod metrics;

@@ -3,8 +3,8 @@
 //! names or error text.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-    core::Collector,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
 };
 
 use crate::{Error, Result};
@@ -45,6 +45,8 @@ pub struct Metrics {
     /// Calls to merge-train providers, by provider and result (`ok` or the
     /// failure's reason).
     pub provider_calls: IntCounterVec,
+    /// Gate answers of 200 given because of a `MergeTrainException`.
+    pub gate_exception_uses: IntCounter,
     /// Rollbacks that ended, by result (`succeeded`, `failed`, `refused`).
     pub rollbacks: IntCounterVec,
     /// How long rollback waves take, from start to verified (or failed).
@@ -195,6 +197,14 @@ impl Metrics {
                     "Calls to merge-train providers by result",
                     &["provider", "result"],
                 )?,
+            )?,
+            gate_exception_uses: register(
+                &registry,
+                IntCounter::new(
+                    "gate_exception_uses_total",
+                    "Merge-train gate answers of 200 given because of a MergeTrainException while the train was held",
+                )
+                .map_err(Error::Metrics)?,
             )?,
             rollbacks: register(
                 &registry,

@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result, api,
+    cache::Caches,
     controllers::{
         Context,
         alarm::{self, AlarmContext},
-        change_window, merge_train_pause, notifier, on_leadership, rollback, weblab_dial,
+        change_window, merge_train_exception, merge_train_pause, notifier, on_leadership, rollback,
+        weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -99,54 +101,70 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     let mut alarms = Vec::new();
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
+    let mut watches = Vec::new();
+    let mut notifiers = Vec::new();
+    let mut exceptions = server::gates::Exceptions {
+        stores: Vec::new(),
+        uses: Arc::default(),
+    };
     let mut controllers = Vec::new();
     for scope in scopes.iter().copied() {
-        let (store, controller) = change_window::controller(
+        // One watch per kind and scope, shared by every controller and
+        // the server.
+        let (caches, scope_watches) = Caches::watch(&client, scope, &shutdown);
+        watches.extend(scope_watches);
+        let all = || on_leadership(leader.clone());
+        controllers.push(change_window::controller(
             ctx.clone(),
-            scope,
-            on_leadership(leader.clone()),
+            &caches,
+            all(),
             shutdown.clone(),
-        );
-        windows.push(store);
-        controllers.push(controller);
-        let (store, controller) = merge_train_pause::controller(
+        ));
+        controllers.push(merge_train_pause::controller(
             ctx.clone(),
-            scope,
-            on_leadership(leader.clone()),
+            &caches,
+            all(),
             shutdown.clone(),
-        );
-        pauses.push(store);
-        controllers.push(controller);
-        let (store, controller) = weblab_dial::controller(
+        ));
+        controllers.push(merge_train_exception::controller(
             ctx.clone(),
+            &caches,
             scope,
-            on_leadership(leader.clone()),
+            exceptions.uses.clone(),
+            all(),
             shutdown.clone(),
-        );
-        dials.push(store);
-        controllers.push(controller);
-        let (store, controller) = alarm::controller(
+        ));
+        controllers.push(weblab_dial::controller(
+            ctx.clone(),
+            &caches,
+            all(),
+            shutdown.clone(),
+        ));
+        controllers.push(alarm::controller(
             alarm_cx.clone(),
-            scope,
-            on_leadership(leader.clone()),
+            &caches,
+            all(),
             shutdown.clone(),
-        );
-        alarms.push(store);
-        controllers.push(controller);
-        // Rollbacks are not served; their cache needs no readiness wait.
-        let (_, controller) = rollback::controller(
+        ));
+        controllers.push(rollback::controller(
             ctx.clone(),
-            scope,
+            &caches,
             settings.insecure_kubeconfig_exec,
-            on_leadership(leader.clone()),
+            all(),
             shutdown.clone(),
-        );
-        controllers.push(controller);
+        ));
+        dials.push(caches.dials.store());
+        alarms.push(caches.alarms.store());
+        pauses.push(caches.pauses.store());
+        windows.push(caches.windows.store());
+        exceptions.stores.push(caches.exceptions.store());
+        notifiers.push(caches.notifiers.clone());
     }
     // Notifications leave in the background, never on a reconcile's path.
     controllers.push(notifier::courier(
         ctx.clone(),
         &scopes,
+        notifiers,
         settings.pagerduty_events_url.clone(),
         shutdown.clone(),
     ));
@@ -181,6 +199,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         webhook: settings.webhook.clone(),
         pauses: pauses.clone(),
         windows: windows.clone(),
+        exceptions: exceptions.clone(),
         tokens: tokens.clone(),
         ofrep_root_namespace: settings.ofrep_root_namespace.clone(),
         limits: settings.limits,
@@ -191,7 +210,11 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         if !wait_for_crds(&client, &shutdown).await? {
             return Ok(());
         }
-        let running: Vec<_> = controllers.into_iter().map(tokio::spawn).collect();
+        let running: Vec<_> = watches
+            .into_iter()
+            .chain(controllers)
+            .map(tokio::spawn)
+            .collect();
         for store in &dials {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -211,6 +234,11 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
                 }
             }
             for store in &windows {
+                if !wait_until_synced(store).await {
+                    return false;
+                }
+            }
+            for store in &exceptions.stores {
                 if !wait_until_synced(store).await {
                     return false;
                 }

@@ -11,7 +11,7 @@ use kube::{Api, Resource, core::object::HasSpec};
 use serde::de::DeserializeOwned;
 use support::{control_plane, describe, documents, kubectl, yaml_files};
 use weblab_operator::api::{
-    Alarm, ChangeWindow, MergeTrainPause, Rollback, WeblabDial, WeblabNotifier,
+    Alarm, ChangeWindow, MergeTrainException, MergeTrainPause, Rollback, WeblabDial, WeblabNotifier,
 };
 
 #[tokio::test]
@@ -49,6 +49,7 @@ async fn every_example_is_accepted_by_the_api_server() {
         "rollback",
         "mergetrainpause",
         "changewindow",
+        "mergetrainexception",
         "weblabnotifier",
     ] {
         assert!(
@@ -168,6 +169,9 @@ async fn examples_read_back_into_the_rust_types_unchanged() {
                 "Rollback" => same_spec::<Rollback>(&client, ns, &document).await,
                 "MergeTrainPause" => same_spec::<MergeTrainPause>(&client, ns, &document).await,
                 "ChangeWindow" => same_spec::<ChangeWindow>(&client, ns, &document).await,
+                "MergeTrainException" => {
+                    same_spec::<MergeTrainException>(&client, ns, &document).await;
+                }
                 "WeblabNotifier" => same_spec::<WeblabNotifier>(&client, ns, &document).await,
                 other => panic!("{file}: unknown kind {other}"),
             }

@@ -10,8 +10,8 @@ use std::{io::Write, process::Stdio};
 
 use serde_json::{Value, json};
 use weblab_operator::api::{
-    alarm::AlarmState, merge_train_pause::PausePhase, rollback::RollbackPhase,
-    weblab_dial::DialPhase,
+    alarm::AlarmState, merge_train_exception::ExceptionPhase, merge_train_pause::PausePhase,
+    rollback::RollbackPhase, weblab_dial::DialPhase,
 };
 
 /// The Lua interpreter: Debian's `lua5.1` (hack/prereqs.sh installs it).
@@ -133,6 +133,7 @@ fn every_kind_is_progressing_until_the_operator_observes_its_generation() {
         "Rollback",
         "MergeTrainPause",
         "ChangeWindow",
+        "MergeTrainException",
         "WeblabNotifier",
     ] {
         let (status, _) = health(kind, &object(kind, Value::Null));
@@ -287,6 +288,44 @@ fn merge_train_pause_health_in_every_phase() {
         if phase == PausePhase::Paused {
             assert!(message.contains("2026-11-22T04:00:00Z"), "{message}");
         }
+    }
+}
+
+#[test]
+fn merge_train_exception_health_in_every_phase() {
+    for phase in [
+        ExceptionPhase::Active,
+        ExceptionPhase::Expired,
+        ExceptionPhase::Invalid,
+    ] {
+        let expected = match phase {
+            ExceptionPhase::Active | ExceptionPhase::Expired => "Healthy",
+            ExceptionPhase::Invalid => "Degraded",
+        };
+        let exception = object(
+            "MergeTrainException",
+            json!({"observedGeneration": 2, "phase": name(phase), "conditions": [
+                condition("Ready", "True", "merge request web/app!42 may pass train web-main"),
+                condition("TrainKnown", "True", "a MergeTrainPause names train web-main"),
+            ]}),
+        );
+        let (status, _) = health("MergeTrainException", &exception);
+        assert_eq!(status, expected, "{phase:?}");
+    }
+    for (reason, expected) in [("NotYetKnown", "Progressing"), ("UnknownTrain", "Degraded")] {
+        let mut train = condition(
+            "TrainKnown",
+            "False",
+            "no MergeTrainPause or ChangeWindow names train web-mian",
+        );
+        train["reason"] = json!(reason);
+        let unknown = object(
+            "MergeTrainException",
+            json!({"observedGeneration": 2, "phase": "Active", "conditions": [train]}),
+        );
+        let (status, message) = health("MergeTrainException", &unknown);
+        assert_eq!(status, expected, "{reason}");
+        assert!(message.contains("web-mian"), "{message}");
     }
 }
 

@@ -15,7 +15,8 @@ use support::{
 };
 use testenv::ControlPlane;
 
-const KINDS: &str = "weblabdials,alarms,rollbacks,mergetrainpauses,changewindows";
+const KINDS: &str =
+    "weblabdials,alarms,rollbacks,mergetrainpauses,changewindows,mergetrainexceptions";
 
 /// `name -> resourceVersion` of every weblab.dev object in `namespace`.
 async fn versions(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, String> {

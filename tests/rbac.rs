@@ -160,6 +160,11 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("list weblabdials.weblab.dev", "*"),
         ("watch alarms.weblab.dev", "*"),
         ("get changewindows.weblab.dev", team.name()),
+        ("watch mergetrainexceptions.weblab.dev", "*"),
+        (
+            "patch mergetrainexceptions.weblab.dev --subresource=status",
+            team.name(),
+        ),
         (
             "patch weblabdials.weblab.dev --subresource=status",
             team.name(),
@@ -211,6 +216,10 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("delete weblabdials.weblab.dev", team.name()),
         ("patch alarms.weblab.dev", team.name()),
         ("patch changewindows.weblab.dev", team.name()),
+        // An exception is a person's approval: never made or changed by the
+        // operator.
+        ("create mergetrainexceptions.weblab.dev", team.name()),
+        ("patch mergetrainexceptions.weblab.dev", team.name()),
         ("patch rollbacks.weblab.dev", team.name()),
         ("patch weblabnotifiers.weblab.dev", team.name()),
         ("create weblabdials.weblab.dev", team.name()),

@@ -9,6 +9,7 @@ pub mod alarm;
 pub mod change_window;
 pub mod common;
 pub mod conditions;
+pub mod merge_train_exception;
 pub mod merge_train_pause;
 pub mod rollback;
 pub mod weblab_dial;
@@ -21,6 +22,7 @@ use kube::CustomResourceExt;
 
 pub use alarm::Alarm;
 pub use change_window::ChangeWindow;
+pub use merge_train_exception::MergeTrainException;
 pub use merge_train_pause::MergeTrainPause;
 pub use rollback::Rollback;
 pub use weblab_dial::WeblabDial;
@@ -37,6 +39,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Rollback::crd(),
         MergeTrainPause::crd(),
         ChangeWindow::crd(),
+        MergeTrainException::crd(),
         WeblabNotifier::crd(),
     ];
     for crd in &mut crds {

@@ -9,26 +9,26 @@ pub mod alarm;
 pub mod attach;
 pub mod change_window;
 pub mod failures;
+pub mod merge_train_exception;
 pub mod merge_train_pause;
 pub mod notifier;
 pub mod rollback;
 pub mod weblab_dial;
 
-use std::{fmt::Debug, sync::Arc};
+use std::{fmt::Debug, future::Future, sync::Arc};
 
-use futures::Stream;
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        WatchStreamExt,
-        controller::Action,
+        Controller,
+        controller::{self, Action},
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, Store},
-        watcher,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -265,36 +265,6 @@ pub fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     )
 }
 
-/// A cache of `K` in `namespace` (or all), and the stream of the objects it
-/// sees change, for a controller to watch: polling the stream keeps the
-/// cache current.
-pub fn reflected<K>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let events = watcher(
-        scoped::<K>(client, namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
-    (store, events)
-}
-
 /// An `Api` over one namespace, or all of them.
 pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -445,6 +415,52 @@ where
         tracing::debug!(%error, controller, wait = ?verdict.wait, "reconcile failed; retrying");
     }
     Action::requeue(verdict.wait)
+}
+
+/// What a controller's reconcile function receives besides the object.
+pub trait Reconciles: Send + Sync + 'static {
+    /// The shared context.
+    fn ctx(&self) -> &Arc<Context>;
+}
+
+/// Reconciles at most this many objects of one controller at a time: a
+/// burst of changes queues up instead of flooding the API server.
+pub const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// Runs `controller` with `reconcile` until `shutdown`: at most
+/// [`RECONCILE_CONCURRENCY`] reconciles at once, failures backed off by
+/// [`error_policy`], everything reconciled again on `reconcile_all`.
+pub fn run<K, C, F, Fut>(
+    controller: Controller<K>,
+    name: &'static str,
+    cx: Arc<C>,
+    reconcile: F,
+    reconcile_all: impl Stream<Item = ()> + Send + 'static,
+    shutdown: CancellationToken,
+) -> BoxFuture<'static, ()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Reconciles,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<Action>> + Send + 'static,
+{
+    controller
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
+        .reconcile_all_on(reconcile_all)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            move |object, cx| {
+                let reconcile = reconcile.clone();
+                async move {
+                    let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
+                    settle(cx.ctx(), object.as_ref(), result)
+                }
+            },
+            move |object, error: &Error, cx| error_policy(name, object.as_ref(), error, cx.ctx()),
+            cx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .boxed()
 }
 
 /// Passes a reconciliation's `result` on, forgetting `object`'s failures

@@ -6,6 +6,14 @@
 //! `ChangeWindow` that lists it in `spec.mergeTrains`. Served from the
 //! caches on every replica; 503 until they have synced.
 //!
+//! A job that names its merge request (`?project=<path or id>&mergeRequest=<iid>`)
+//! or its commit (`?sha=<full sha>`) passes a held train when a live
+//! `MergeTrainException` of the train's namespace names it: 200 with
+//! `"exception": <name>`. Whether it is live is decided here on this
+//! replica's clock, not read from the exception's status. Each such answer
+//! is a use, queued in memory for the leader to record (never a write on
+//! the request path). A query that cannot be read is answered 400.
+//!
 //! Anyone who can reach the port may ask whether a train is open and what
 //! holds it (kinds and names); the reasons, ticket links and expiries, which
 //! may describe an incident, only go to callers with the namespace's bearer
@@ -18,16 +26,28 @@ use std::sync::{
 
 use axum::{
     Extension, Json, Router,
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
+use jiff::Timestamp;
 use kube::{ResourceExt, runtime::reflector::Store};
+use prometheus::IntCounter;
 use serde::Serialize;
 
-use super::auth::Access;
-use crate::api::{ChangeWindow, MergeTrainPause, merge_train_pause::PausePhase};
+use super::{
+    auth::Access,
+    request::{decode_query, to_json_response},
+};
+use crate::{
+    api::{
+        ChangeWindow, MergeTrainException, MergeTrainPause,
+        merge_train_exception::{MergeCandidate, MergeRequestRef},
+        merge_train_pause::PausePhase,
+    },
+    controllers::merge_train_exception::{plan::is_live, uses::ExceptionUses},
+};
 
 /// What the gate handler reads.
 #[derive(Clone)]
@@ -36,8 +56,22 @@ pub struct GateState {
     pub pauses: Vec<Store<MergeTrainPause>>,
     /// The change-window caches, one per watched scope.
     pub windows: Vec<Store<ChangeWindow>>,
+    /// The exceptions, and where their uses are queued.
+    pub exceptions: Exceptions,
+    /// `weblab_gate_exception_uses_total`.
+    pub uses_total: IntCounter,
     /// Whether the caches have synced.
     pub ready: Arc<AtomicBool>,
+}
+
+/// The exception caches, one per watched scope, and the queue of their
+/// uses, which the leader records.
+#[derive(Clone)]
+pub struct Exceptions {
+    /// The caches.
+    pub stores: Vec<Store<MergeTrainException>>,
+    /// The queue.
+    pub uses: Arc<ExceptionUses>,
 }
 
 /// One reason a train is held.
@@ -77,8 +111,97 @@ impl From<GateReason> for HeldBy {
 #[derive(Serialize)]
 struct GateAnswer<T> {
     open: bool,
+    /// The exception that let the caller through a held train.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     reasons: Vec<T>,
+}
+
+const QUERY_HELP: &str = "the gate takes project=<project path or id>&mergeRequest=<iid> and/or sha=<full commit sha>, URL-encoded";
+
+/// The merge request and/or commit a query names; empty without a query.
+/// The error says what is wrong, for a 400.
+pub fn candidate(query: Option<&str>) -> Result<MergeCandidate, String> {
+    let pairs = decode_query(query).map_err(|error| format!("{error}; {QUERY_HELP}"))?;
+    let (mut project, mut iid, mut sha) = (None, None, None);
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "project" => &mut project,
+            "mergeRequest" => &mut iid,
+            "sha" => &mut sha,
+            _ => return Err(format!("unknown query parameter {name:?}: {QUERY_HELP}")),
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("{name} is given more than once: {QUERY_HELP}"));
+        }
+    }
+    let merge_request = match (project, iid) {
+        (None, None) => None,
+        (Some(_), None) => return Err(format!("project needs mergeRequest=<iid>: {QUERY_HELP}")),
+        (None, Some(_)) => {
+            return Err(format!(
+                "mergeRequest needs project=<project path or id>: {QUERY_HELP}"
+            ));
+        }
+        (Some(project), Some(iid)) => {
+            if project.is_empty()
+                || project.chars().count() > 512
+                || project.chars().any(char::is_whitespace)
+            {
+                return Err(
+                    "project must be 1 to 512 characters without spaces, e.g. group/app or 1234"
+                        .to_owned(),
+                );
+            }
+            let number = iid
+                .bytes()
+                .all(|byte| byte.is_ascii_digit())
+                .then(|| iid.parse::<i64>().ok())
+                .flatten()
+                .filter(|number| *number >= 1)
+                .ok_or_else(|| {
+                    format!(
+                        "mergeRequest must be the merge request's number (its IID, 1 or more), not {iid:?}"
+                    )
+                })?;
+            Some(MergeRequestRef {
+                project,
+                iid: number,
+            })
+        }
+    };
+    if let Some(sha) = &sha
+        && !(matches!(sha.len(), 40 | 64) && sha.bytes().all(|byte| byte.is_ascii_hexdigit()))
+    {
+        return Err(format!(
+            "sha must be a full commit SHA (40 or 64 hex digits), not {sha:?}"
+        ));
+    }
+    Ok(MergeCandidate { merge_request, sha })
+}
+
+/// The live exception of `namespace` (first by name) that lets `candidate`
+/// pass `train` at `now`. Exceptions of other namespaces never count.
+pub fn exception_for<'a>(
+    namespace: &str,
+    train: &str,
+    candidate: &MergeCandidate,
+    exceptions: impl IntoIterator<Item = &'a MergeTrainException>,
+    now: Timestamp,
+) -> Option<&'a MergeTrainException> {
+    if candidate.is_empty() {
+        return None;
+    }
+    exceptions
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(namespace) && e.spec.train == train)
+        .filter(|e| e.spec.names(candidate))
+        .filter(|e| {
+            let created = e.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            is_live(&e.spec, created, now)
+        })
+        .min_by(|a, b| a.metadata.name.cmp(&b.metadata.name))
 }
 
 /// Why `train` in `namespace` is held; empty: the gate is open.
@@ -138,6 +261,7 @@ async fn gate(
     State(state): State<GateState>,
     access: Option<Extension<Access>>,
     Path((namespace, train)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return (
@@ -146,6 +270,15 @@ async fn gate(
         )
             .into_response();
     }
+    let candidate = match candidate(query.as_deref()) {
+        Ok(candidate) => candidate,
+        Err(error) => {
+            return to_json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": error }),
+            );
+        }
+    };
     let pauses: Vec<_> = state.pauses.iter().flat_map(Store::state).collect();
     let windows: Vec<_> = state.windows.iter().flat_map(Store::state).collect();
     let held = reasons(
@@ -154,7 +287,25 @@ async fn gate(
         pauses.iter().map(AsRef::as_ref),
         windows.iter().map(AsRef::as_ref),
     );
-    let (status, open) = if held.is_empty() {
+    let exception = if held.is_empty() {
+        None
+    } else {
+        let exceptions: Vec<_> = state
+            .exceptions
+            .stores
+            .iter()
+            .flat_map(Store::state)
+            .collect();
+        exception_for(
+            &namespace,
+            &train,
+            &candidate,
+            exceptions.iter().map(AsRef::as_ref),
+            Timestamp::now(),
+        )
+        .map(|exception| record_use(&state, exception, &held))
+    };
+    let (status, open) = if held.is_empty() || exception.is_some() {
         (StatusCode::OK, true)
     } else {
         (StatusCode::LOCKED, false)
@@ -164,13 +315,52 @@ async fn gate(
             status,
             Json(GateAnswer {
                 open,
+                exception,
                 reasons: held,
             }),
         )
             .into_response();
     }
     let reasons: Vec<HeldBy> = held.into_iter().map(HeldBy::from).collect();
-    (status, Json(GateAnswer { open, reasons })).into_response()
+    (
+        status,
+        Json(GateAnswer {
+            open,
+            exception,
+            reasons,
+        }),
+    )
+        .into_response()
+}
+
+/// Counts and queues one use of `exception` (the leader records it in
+/// status), logs it with its evidence, and returns its name.
+fn record_use(state: &GateState, exception: &MergeTrainException, held: &[GateReason]) -> String {
+    let name = exception.name_any();
+    let namespace = exception.namespace().unwrap_or_default();
+    let held_by = held
+        .iter()
+        .map(|reason| format!("{} {}", reason.kind, reason.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    state.uses_total.inc();
+    let queued = state.exceptions.uses.add(
+        &namespace,
+        &name,
+        &exception.uid().unwrap_or_default(),
+        Timestamp::now(),
+        &held_by,
+    );
+    tracing::info!(
+        namespace = %namespace,
+        exception = %name,
+        train = %exception.spec.train,
+        subject = %exception.spec.subject(),
+        held_by = %held_by,
+        queued,
+        "the gate let a merge request through a held train by exception"
+    );
+    name
 }
 
 /// The gate routes.
@@ -240,6 +430,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(GateAnswer {
                 open: false,
+                exception: None,
                 reasons: anonymous
             })
             .expect("serializes"),
@@ -247,10 +438,146 @@ mod tests {
         );
         let full = serde_json::to_value(GateAnswer {
             open: false,
+            exception: None,
             reasons: held,
         })
         .expect("serializes");
         assert_eq!(full["reasons"][0]["ticket"], "https://t.example/1");
         assert_eq!(full["reasons"][0]["reason"], "a says no");
+    }
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn exception(namespace: &str, name: &str, end: serde_json::Value) -> MergeTrainException {
+        let mut spec = serde_json::json!({
+            "train": "web-main",
+            "mergeRequest": {"project": "web/app", "iid": 42},
+            "reason": "the fix", "approvedBy": "oncall",
+        });
+        if let (Some(spec), Some(end)) = (spec.as_object_mut(), end.as_object()) {
+            spec.extend(end.clone());
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "weblab.dev/v1alpha1",
+            "kind": "MergeTrainException",
+            "metadata": {"name": name, "namespace": namespace,
+                         "creationTimestamp": "2026-12-03T08:00:00Z"},
+            "spec": spec,
+        }))
+        .expect("a valid exception")
+    }
+
+    fn mr(project: &str, iid: i64) -> MergeCandidate {
+        MergeCandidate {
+            merge_request: Some(MergeRequestRef {
+                project: project.to_owned(),
+                iid,
+            }),
+            sha: None,
+        }
+    }
+
+    #[test]
+    fn queries_name_a_merge_request_a_commit_or_both() {
+        assert_eq!(candidate(None), Ok(MergeCandidate::default()));
+        assert_eq!(candidate(Some("")), Ok(MergeCandidate::default()));
+        assert_eq!(
+            candidate(Some("project=web%2Fapp&mergeRequest=42")),
+            Ok(mr("web/app", 42))
+        );
+        assert_eq!(
+            candidate(Some("project=1234&mergeRequest=7")),
+            Ok(mr("1234", 7))
+        );
+        let both = candidate(Some(&format!(
+            "sha={}&project=web/app&mergeRequest=42",
+            SHA.to_uppercase()
+        )))
+        .expect("valid");
+        assert_eq!(both.merge_request, mr("web/app", 42).merge_request);
+        assert_eq!(both.sha.as_deref(), Some(SHA.to_uppercase().as_str()));
+    }
+
+    #[test]
+    fn malformed_queries_are_refused_with_what_to_send() {
+        for (query, says) in [
+            ("mergeRequest=42", "mergeRequest needs project"),
+            ("project=web/app", "project needs mergeRequest"),
+            ("project=web/app&mergeRequest=abc", "not \"abc\""),
+            ("project=web/app&mergeRequest=0", "1 or more"),
+            ("project=web/app&mergeRequest=%2B5", "not \"+5\""),
+            ("project=web/app&mergeRequest=-3", "not \"-3\""),
+            ("project=web/app&mergeRequest=99999999999999999999", "IID"),
+            ("project=&mergeRequest=4", "1 to 512 characters"),
+            ("project=web+app&mergeRequest=4", "without spaces"),
+            ("sha=0123abc", "full commit SHA"),
+            (
+                "sha=0123456789abcdef0123456789abcdef0123456z",
+                "40 or 64 hex digits",
+            ),
+            ("mr=42", "unknown query parameter \"mr\""),
+            ("sha=a&sha=b", "sha is given more than once"),
+            ("project=%FF&mergeRequest=1", "UTF-8"),
+        ] {
+            let error = candidate(Some(query)).expect_err(query);
+            assert!(error.contains(says), "{query}: {error}");
+        }
+    }
+
+    #[test]
+    fn only_a_live_exception_of_the_trains_namespace_naming_the_caller_lets_it_through() {
+        let now: Timestamp = "2026-12-03T09:00:00Z".parse().expect("instant");
+        let live = exception("team", "fix", serde_json::json!({"duration": "4h"}));
+        let expired = exception("team", "old", serde_json::json!({"duration": "30m"}));
+        let elsewhere = exception("other", "fix", serde_json::json!({"duration": "4h"}));
+        let too_long = exception(
+            "team",
+            "forever",
+            serde_json::json!({"expiresAt": "2026-12-31T00:00:00Z"}),
+        );
+        let all = [
+            expired.clone(),
+            elsewhere.clone(),
+            too_long.clone(),
+            live.clone(),
+        ];
+        let found = exception_for("team", "web-main", &mr("web/app", 42), &all, now);
+        assert_eq!(found.map(ResourceExt::name_any).as_deref(), Some("fix"));
+        assert!(exception_for("team", "web-main", &mr("web/app", 43), &all, now).is_none());
+        assert!(exception_for("team", "other-train", &mr("web/app", 42), &all, now).is_none());
+        assert!(
+            exception_for("team", "web-main", &MergeCandidate::default(), &all, now).is_none(),
+            "no query: nobody passes"
+        );
+        // The clock decides, not the status: four hours on, it is over.
+        let later: Timestamp = "2026-12-03T12:00:00Z".parse().expect("instant");
+        assert!(exception_for("team", "web-main", &mr("web/app", 42), &all, later).is_none());
+        // Another namespace's exception never opens this one's train.
+        assert!(
+            exception_for(
+                "other",
+                "web-main",
+                &mr("web/app", 42),
+                [&expired, &too_long],
+                now
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn an_answer_let_through_names_its_exception() {
+        let held = reasons("team", "web-main", &[pause("a", "web-main", None)], &[]);
+        let anonymous: Vec<HeldBy> = held.into_iter().map(HeldBy::from).collect();
+        assert_eq!(
+            serde_json::to_value(GateAnswer {
+                open: true,
+                exception: Some("fix".to_owned()),
+                reasons: anonymous
+            })
+            .expect("serializes"),
+            serde_json::json!({"open": true, "exception": "fix",
+                               "reasons": [{"kind": "MergeTrainPause", "name": "a"}]})
+        );
     }
 }

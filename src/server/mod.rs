@@ -66,6 +66,8 @@ pub struct ServerState {
     pub pauses: Vec<Store<MergeTrainPause>>,
     /// The change-window caches, one per watched scope.
     pub windows: Vec<Store<ChangeWindow>>,
+    /// The merge-train exception caches, and the uses the gate queues.
+    pub exceptions: gates::Exceptions,
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
@@ -96,6 +98,8 @@ pub fn router(state: ServerState) -> Router {
     let gates = gates::routes(gates::GateState {
         pauses: state.pauses.clone(),
         windows: state.windows.clone(),
+        exceptions: state.exceptions.clone(),
+        uses_total: state.ctx.metrics.gate_exception_uses.clone(),
         ready: state.ready.clone(),
     });
     // Each guarded API checks the namespace's token inside its metrics, so

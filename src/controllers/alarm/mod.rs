@@ -19,12 +19,12 @@ use std::{
     time::Duration,
 };
 
-use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use futures::{Stream, future::BoxFuture};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, reflector::Store, watcher},
+    runtime::{Controller, controller::Action},
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,8 @@ use crate::{
         common::{Duration as ApiDuration, SecretKeyRef, micro_time},
         conditions::{self, DesiredCondition},
     },
-    controllers::{Context, Note, error_policy, notifier, read_secret_key, scoped, settle},
+    cache::Caches,
+    controllers::{Context, Note, Reconciles, notifier, read_secret_key, run},
 };
 
 use alertmanager::{Delivery, Matchers};
@@ -156,6 +157,12 @@ pub struct AlarmContext {
     /// which generation, at which interval: a reconcile triggered by our own
     /// status write does not query again before the interval.
     queried: Mutex<HashMap<String, Queried>>,
+}
+
+impl Reconciles for AlarmContext {
+    fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
 }
 
 impl AlarmContext {
@@ -534,31 +541,24 @@ pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> R
     }
 }
 
-/// Builds the alarm controller for one scope: returns the alarm cache (the
-/// webhook matches against it) and the future that runs the controller.
+/// The alarm controller for one scope, reading the scope's shared caches;
+/// runs until `shutdown`.
 pub fn controller(
     cx: Arc<AlarmContext>,
-    namespace: Option<&str>,
+    caches: &Caches,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     shutdown: CancellationToken,
-) -> (Store<Alarm>, BoxFuture<'static, ()>) {
-    let api = scoped::<Alarm>(&cx.ctx.client, namespace);
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    let alarms = controller.store();
-    let run = controller
-        .reconcile_all_on(reconcile_all)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(
-            |object, cx| async move {
-                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
-                settle(&cx.ctx, object.as_ref(), result)
-            },
-            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
-            cx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .boxed();
-    (alarms, run)
+) -> BoxFuture<'static, ()> {
+    let controller =
+        Controller::for_shared_stream(caches.alarms.subscribe(), caches.alarms.store());
+    run(
+        controller,
+        CONTROLLER,
+        cx,
+        reconcile,
+        reconcile_all,
+        shutdown,
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod window;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use futures::{Stream, future::BoxFuture};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -18,20 +18,20 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Error, Result,
+    Result,
     api::{
         Alarm, ChangeWindow,
         change_window::ChangeWindowStatus,
         conditions::{self, DesiredCondition},
         weblab_notifier::Evidence,
     },
-    controllers::{Context, Note, error_policy, reflected, scoped, settle},
+    cache::Caches,
+    controllers::{Context, Note, Reconciles, run},
 };
 
 use window::{Verdict, WindowAlarm};
@@ -54,6 +54,12 @@ pub struct WindowContext {
     pub ctx: Arc<Context>,
     /// The alarms in scope.
     pub alarms: Store<Alarm>,
+}
+
+impl Reconciles for WindowContext {
+    fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
 }
 
 /// The window's alarms, as the pure evaluation reads them.
@@ -211,39 +217,33 @@ fn windows_selecting(windows: &Store<ChangeWindow>, alarm: &Alarm) -> Vec<Object
         .collect()
 }
 
-/// Builds the controller for one scope: returns the window cache (which the
-/// gate endpoint serves from) and the future that runs the controller.
+/// The change-window controller for one scope, reading the scope's shared
+/// caches; runs until `shutdown`.
 pub fn controller(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
+    caches: &Caches,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     shutdown: CancellationToken,
-) -> (Store<ChangeWindow>, BoxFuture<'static, ()>) {
-    let client = ctx.client.clone();
-    let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
-    let controller = Controller::new(scoped::<ChangeWindow>(&client, namespace), config);
-    let windows = controller.store();
+) -> BoxFuture<'static, ()> {
+    let windows = caches.windows.store();
     let by_alarm = {
         let windows = windows.clone();
-        move |alarm: Alarm| windows_selecting(&windows, &alarm)
+        move |alarm: Arc<Alarm>| windows_selecting(&windows, &alarm)
     };
-    let cx = Arc::new(WindowContext { ctx, alarms });
-    let run = controller
-        .watches_stream(alarm_events, by_alarm)
-        .reconcile_all_on(reconcile_all)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(
-            |object, cx| async move {
-                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
-                settle(&cx.ctx, object.as_ref(), result)
-            },
-            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
-            cx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .boxed();
-    (windows, run)
+    let cx = Arc::new(WindowContext {
+        ctx,
+        alarms: caches.alarms.store(),
+    });
+    let controller = Controller::for_shared_stream(caches.windows.subscribe(), windows)
+        .watches_shared_stream(caches.alarms.subscribe(), by_alarm);
+    run(
+        controller,
+        CONTROLLER,
+        cx,
+        reconcile,
+        reconcile_all,
+        shutdown,
+    )
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use futures::{Stream, future::BoxFuture};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -24,7 +24,6 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -37,7 +36,8 @@ use crate::{
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
         weblab_notifier::Evidence,
     },
-    controllers::{Context, attach, error_policy, reflected, scoped, settle},
+    cache::Caches,
+    controllers::{Context, Reconciles, attach, run},
     outbound::Outbound,
 };
 
@@ -58,6 +58,12 @@ pub struct PauseContext {
     pub ctx: Arc<Context>,
     /// The alarms in scope, for `resumeWhen`.
     pub alarms: Store<Alarm>,
+}
+
+impl Reconciles for PauseContext {
+    fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
 }
 
 /// The alarms `resumeWhen` selects, and those named but missing.
@@ -327,37 +333,31 @@ fn pauses_resumed_by(
         .collect()
 }
 
-/// Builds the controller for one scope: returns the pause cache (which the
-/// gate endpoint serves from) and the future that runs the controller.
+/// The merge-train pause controller for one scope, reading the scope's
+/// shared caches; runs until `shutdown`.
 pub fn controller(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
+    caches: &Caches,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     shutdown: CancellationToken,
-) -> (Store<MergeTrainPause>, BoxFuture<'static, ()>) {
-    let client = ctx.client.clone();
-    let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
-    let controller = Controller::new(scoped::<MergeTrainPause>(&client, namespace), config);
-    let pauses = controller.store();
+) -> BoxFuture<'static, ()> {
+    let pauses = caches.pauses.store();
     let by_alarm = {
         let pauses = pauses.clone();
-        move |alarm: Alarm| pauses_resumed_by(&pauses, &alarm)
+        move |alarm: Arc<Alarm>| pauses_resumed_by(&pauses, &alarm)
     };
-    let cx = Arc::new(PauseContext { ctx, alarms });
-    let run = controller
-        .watches_stream(alarm_events, by_alarm)
-        .reconcile_all_on(reconcile_all)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(
-            |object, cx| async move {
-                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
-                settle(&cx.ctx, object.as_ref(), result)
-            },
-            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
-            cx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .boxed();
-    (pauses, run)
+    let cx = Arc::new(PauseContext {
+        ctx,
+        alarms: caches.alarms.store(),
+    });
+    let controller = Controller::for_shared_stream(caches.pauses.subscribe(), pauses)
+        .watches_shared_stream(caches.alarms.subscribe(), by_alarm);
+    run(
+        controller,
+        CONTROLLER,
+        cx,
+        reconcile,
+        reconcile_all,
+        shutdown,
+    )
 }

@@ -51,7 +51,8 @@ use crate::{
             Delivered, PendingNotification, SinkStatus, WeblabNotifier, WeblabNotifierStatus,
         },
     },
-    controllers::{Context, Note, reflected, scoped},
+    cache::Cache,
+    controllers::{Context, Note, scoped},
 };
 
 use deliver::Failure;
@@ -142,33 +143,29 @@ pub struct Courier {
     unaddressed: Vec<(String, String, String, Note)>,
 }
 
-/// Builds the courier for `scopes` (namespaces, or `None` for all), which
-/// sends PagerDuty events to `pagerduty`: the future that runs it until
-/// `shutdown`.
+/// Builds the courier for `scopes` (namespaces, or `None` for all) and
+/// their notifier `caches`, which sends PagerDuty events to `pagerduty`:
+/// the future that runs it until `shutdown`.
 pub fn courier(
     ctx: Arc<Context>,
     scopes: &[Option<&str>],
+    caches: Vec<Cache<WeblabNotifier>>,
     pagerduty: Url,
     shutdown: CancellationToken,
 ) -> BoxFuture<'static, ()> {
-    let mut stores = Vec::new();
-    let mut watches = Vec::new();
+    let stores = caches.iter().map(Cache::store).collect();
     // A notifier created or changed wakes the courier, which records the
     // generation it observed (and whether its selector parses).
     let changed = Arc::new(Notify::new());
-    for scope in scopes {
-        let (store, events) = reflected::<WeblabNotifier>(&ctx.client, *scope);
-        stores.push(store);
+    let watching = {
         let changed = Arc::clone(&changed);
-        watches.push(
-            events
-                .for_each(move |_| {
-                    changed.notify_one();
-                    futures::future::ready(())
-                })
-                .boxed(),
-        );
-    }
+        futures::stream::select_all(caches.iter().map(|cache| cache.subscribe().boxed())).for_each(
+            move |_| {
+                changed.notify_one();
+                futures::future::ready(())
+            },
+        )
+    };
     let courier = Courier {
         ctx,
         stores,
@@ -180,9 +177,8 @@ pub fn courier(
         unaddressed: Vec::new(),
     };
     async move {
-        let watching = futures::future::join_all(watches);
         tokio::select! {
-            _ = watching => {}
+            () = watching => {}
             () = courier.run(shutdown) => {}
         }
     }

@@ -11,7 +11,7 @@ pub mod workloads;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use futures::{Stream, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -19,7 +19,6 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -32,9 +31,8 @@ use crate::{
         common::AlarmSelection,
         rollback::{RollbackPhase, TriggerType, Wave},
     },
-    controllers::{
-        Context, Note, attach, error_policy, merge_train_pause, notifier, reflected, scoped, settle,
-    },
+    cache::Caches,
+    controllers::{Context, Note, Reconciles, attach, merge_train_pause, notifier, run},
 };
 
 use clusters::Clusters;
@@ -54,6 +52,12 @@ pub struct RollbackContext {
     pub clusters: Clusters,
     /// The merge-train pauses in scope, for `spec.pauseMergeTrains`.
     pub pauses: Store<MergeTrainPause>,
+}
+
+impl Reconciles for RollbackContext {
+    fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
 }
 
 /// Reconciles one rollback.
@@ -346,48 +350,38 @@ fn rollbacks_attaching(rollbacks: &Store<Rollback>, alarm: &Alarm) -> Vec<Object
         .collect()
 }
 
-/// Builds the controller for one scope (a namespace, or all): returns the
-/// rollback cache and the future that runs the controller until `shutdown`.
+/// The Rollback controller for one scope, reading the scope's shared
+/// caches; runs until `shutdown`.
 ///
 /// `allow_kubeconfig_exec` (`--insecure-kubeconfig-exec`) lets the
 /// kubeconfigs of other clusters run exec plugins.
 pub fn controller(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
+    caches: &Caches,
     allow_kubeconfig_exec: bool,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     shutdown: CancellationToken,
-) -> (Store<Rollback>, BoxFuture<'static, ()>) {
-    let client = ctx.client.clone();
-    let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
-    let (pauses, pause_events) = reflected::<MergeTrainPause>(&client, namespace);
-    let controller = Controller::new(scoped::<Rollback>(&client, namespace), config);
-    let rollbacks = controller.store();
+) -> BoxFuture<'static, ()> {
+    let rollbacks = caches.rollbacks.store();
     let by_alarm = {
         let rollbacks = rollbacks.clone();
-        move |alarm: Alarm| rollbacks_attaching(&rollbacks, &alarm)
+        move |alarm: Arc<Alarm>| rollbacks_attaching(&rollbacks, &alarm)
     };
     let cx = Arc::new(RollbackContext {
         ctx,
-        alarms,
+        alarms: caches.alarms.store(),
         clusters: Clusters::new(allow_kubeconfig_exec),
-        pauses,
+        pauses: caches.pauses.store(),
     });
-    let run = controller
-        .watches_stream(alarm_events, by_alarm)
-        .owns_stream(pause_events)
-        .reconcile_all_on(reconcile_all)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(
-            |object, cx| async move {
-                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
-                settle(&cx.ctx, object.as_ref(), result)
-            },
-            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
-            cx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .boxed();
-    (rollbacks, run)
+    let controller = Controller::for_shared_stream(caches.rollbacks.subscribe(), rollbacks)
+        .watches_shared_stream(caches.alarms.subscribe(), by_alarm)
+        .owns_shared_stream(caches.pauses.subscribe());
+    run(
+        controller,
+        CONTROLLER,
+        cx,
+        reconcile,
+        reconcile_all,
+        shutdown,
+    )
 }

@@ -7,7 +7,7 @@ pub mod plan;
 
 use std::sync::Arc;
 
-use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use futures::{Stream, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
@@ -15,17 +15,15 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Error, Result,
+    Result,
     api::{Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState},
-    controllers::{
-        Context, attach, error_policy, merge_train_pause, notifier, reflected, scoped, settle,
-    },
+    cache::Caches,
+    controllers::{Context, Reconciles, attach, merge_train_pause, notifier, run},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -44,6 +42,12 @@ pub struct DialContext {
     pub windows: Store<ChangeWindow>,
     /// The merge-train pauses in scope, for `spec.rollback.pauseMergeTrains`.
     pub pauses: Store<MergeTrainPause>,
+}
+
+impl Reconciles for DialContext {
+    fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
 }
 
 /// Reconciles one dial.
@@ -207,52 +211,39 @@ fn dials_gated_by(dials: &Store<WeblabDial>, window: &ChangeWindow) -> Vec<Objec
         .collect()
 }
 
-/// Builds the controller for one scope (a namespace, or all): returns the
-/// dial cache, which the assignment API serves from, and the future that
-/// runs the controller until `shutdown`.
+/// The dial controller for one scope (a namespace, or all), reading the
+/// scope's shared caches; runs until `shutdown`.
 pub fn controller(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
+    caches: &Caches,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     shutdown: CancellationToken,
-) -> (Store<WeblabDial>, BoxFuture<'static, ()>) {
-    let client = ctx.client.clone();
-    let config = watcher::Config::default().any_semantic();
-    let (alarms, alarm_events) = reflected::<Alarm>(&client, namespace);
-    let (windows, window_events) = reflected::<ChangeWindow>(&client, namespace);
-
-    let (pauses, pause_events) = reflected::<MergeTrainPause>(&client, namespace);
-    let controller = Controller::new(scoped::<WeblabDial>(&client, namespace), config);
-    let dials = controller.store();
+) -> BoxFuture<'static, ()> {
+    let dials = caches.dials.store();
     let by_alarm = {
         let dials = dials.clone();
-        move |alarm: Alarm| dials_attaching(&dials, &alarm)
+        move |alarm: Arc<Alarm>| dials_attaching(&dials, &alarm)
     };
     let by_window = {
         let dials = dials.clone();
-        move |window: ChangeWindow| dials_gated_by(&dials, &window)
+        move |window: Arc<ChangeWindow>| dials_gated_by(&dials, &window)
     };
     let cx = Arc::new(DialContext {
         ctx,
-        alarms,
-        windows,
-        pauses,
+        alarms: caches.alarms.store(),
+        windows: caches.windows.store(),
+        pauses: caches.pauses.store(),
     });
-    let run = controller
-        .watches_stream(alarm_events, by_alarm)
-        .watches_stream(window_events, by_window)
-        .owns_stream(pause_events)
-        .reconcile_all_on(reconcile_all)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(
-            |object, cx| async move {
-                let result = reconcile(Arc::clone(&object), Arc::clone(&cx)).await;
-                settle(&cx.ctx, object.as_ref(), result)
-            },
-            |object, error: &Error, cx| error_policy(CONTROLLER, object.as_ref(), error, &cx.ctx),
-            cx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .boxed();
-    (dials, run)
+    let controller = Controller::for_shared_stream(caches.dials.subscribe(), dials)
+        .watches_shared_stream(caches.alarms.subscribe(), by_alarm)
+        .watches_shared_stream(caches.windows.subscribe(), by_window)
+        .owns_shared_stream(caches.pauses.subscribe());
+    run(
+        controller,
+        CONTROLLER,
+        cx,
+        reconcile,
+        reconcile_all,
+        shutdown,
+    )
 }
