@@ -7,13 +7,19 @@
 #   hack/tools.sh bindir   print the bin dir (builds nothing)
 #   hack/tools.sh list     print each tool's cache dir and whether it is built
 #   hack/tools.sh prune    remove cached builds this checkout does not use
+#   hack/tools.sh crds     fetch the pinned Argo CD and Flux CRDs (tools/crds.env)
+#                          if missing, then print their dir; `build` does it too
 #
 # Cache: ${WEBLAB_CACHE_DIR:-$HOME/.cache/weblab-operator}/tools/
 #   <tool>-<version>-<hash>/   binaries of one tool; <hash> covers the tool's
 #                              go.mod, go.sum and build recipe, so any change
 #                              to them builds into a new directory
 #   bin-<hash>/                symlinks to every tool's binaries; <hash> covers
-#                              versions.env and every tool's directory key
+#                              versions.env and every tool's directory key;
+#                              bin-<hash>/gitops-crds links to the CRDs below
+#   gitops-crds-<hash>/        the Argo CD Application and Flux Kustomization and
+#                              HelmRelease CRDs; <hash> covers crds.env and
+#                              tools/go/fluxcrds
 #
 # Adding a tool: create tools/go/<tool>/go.mod with a `tool` directive, add
 # <TOOL>_VERSION to tools/versions.env, and add one block to the registry
@@ -28,6 +34,9 @@ cache_dir="${WEBLAB_CACHE_DIR:-${HOME}/.cache/weblab-operator}/tools"
 # Plain KEY=value lines; `shellcheck -x` follows them.
 # shellcheck source=tools/versions.env source-path=SCRIPTDIR/.. disable=SC1091
 source "${versions_file}"
+crds_file="${repo_root}/tools/crds.env"
+# shellcheck source=tools/crds.env source-path=SCRIPTDIR/.. disable=SC1091
+source "${crds_file}"
 
 # ---- registry ---------------------------------------------------------------
 # TOOLS lists the tools in build order. Per tool:
@@ -190,6 +199,94 @@ link_bins() {
   done
 }
 
+# ---- third-party CRDs ---------------------------------------------------------
+# Argo CD and Flux CRDs for the tests of GitOps-aware rollbacks, taken from the
+# projects' own Go modules through the module proxy (never built): the Argo CD
+# and kustomize-controller modules carry their CRD manifests; helm-controller's
+# module is not served, so its CRD is generated from its API module by
+# controller-gen, the way upstream generates it.
+crds_go_dir="${go_dir}/fluxcrds"
+readonly CRD_FILES="argoproj.io_applications.yaml kustomize.toolkit.fluxcd.io_kustomizations.yaml helm.toolkit.fluxcd.io_helmreleases.yaml"
+
+crds_dir() {
+  local hash
+  hash="$({
+    grep -v '^[[:space:]]*#' "${crds_file}"
+    grep -v '^[[:space:]]*//' "${crds_go_dir}/go.mod"
+    cat "${crds_go_dir}/go.sum" "${crds_go_dir}/api.go"
+    printf '%s\n' "${CRD_FILES}"
+  } | short_hash)"
+  printf '%s/gitops-crds-%s' "${cache_dir}" "${hash}"
+}
+
+crds_fetched() {
+  local dir file
+  dir="$(crds_dir)"
+  for file in ${CRD_FILES}; do
+    [[ -s "${dir}/${file}" ]] || return 1
+  done
+}
+
+# The extracted module directory of module@version, from the module cache
+# (downloaded through the proxy if missing).
+module_dir() {
+  local json dir
+  json="$(cd "${crds_go_dir}" && GOWORK=off GOTOOLCHAIN=local go mod download -json "$1@$2" 2>&1)" ||
+    die "cannot download $1@$2: ${json}"
+  dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"${json}")"
+  [[ -n "${dir}" && -d "${dir}" ]] || die "go mod download $1@$2 gave no module directory: ${json}"
+  printf '%s' "${dir}"
+}
+
+fetch_crds() {
+  local dir tmp pinned start argocd kustomize
+  dir="$(crds_dir)"
+  if crds_fetched; then
+    log "gitops CRDs: up to date (${dir})"
+    return
+  fi
+  command -v go >/dev/null || die "go is not installed (need Go >= 1.26)"
+  start="$(date +%s)"
+  for pinned in "github.com/fluxcd/helm-controller/api ${HELM_CONTROLLER_VERSION}" \
+    "sigs.k8s.io/controller-tools ${CONTROLLER_TOOLS_VERSION}"; do
+    read -r module version <<<"${pinned}"
+    local required
+    required="$(cd "${crds_go_dir}" && GOWORK=off GOFLAGS=-mod=readonly GOTOOLCHAIN=local go list -m -f '{{.Version}}' "${module}")"
+    [[ "${required}" == "${version}" ]] ||
+      die "tools/crds.env pins ${module} ${version} but tools/go/fluxcrds/go.mod requires ${required}"
+  done
+  mkdir -p "${cache_dir}"
+  tmp="$(mktemp -d "${dir}.tmp.XXXXXX")"
+  chmod 755 "${tmp}"
+  trap 'rm -rf "${tmp}"' EXIT
+  argocd="$(module_dir github.com/argoproj/argo-cd/v3 "${ARGOCD_VERSION}")"
+  cp "${argocd}/manifests/crds/application-crd.yaml" "${tmp}/argoproj.io_applications.yaml"
+  kustomize="$(module_dir github.com/fluxcd/kustomize-controller "${KUSTOMIZE_CONTROLLER_VERSION}")"
+  cp "${kustomize}/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" "${tmp}/"
+  (
+    cd "${crds_go_dir}"
+    GOWORK=off GOFLAGS=-mod=readonly GOTOOLCHAIN=local go tool controller-gen crd:crdVersions=v1 \
+      paths=github.com/fluxcd/helm-controller/api/... output:crd:dir="${tmp}/helm"
+  )
+  mv "${tmp}/helm/helm.toolkit.fluxcd.io_helmreleases.yaml" "${tmp}/"
+  rm -rf "${tmp}/helm"
+  chmod 644 "${tmp}"/*.yaml
+  rm -rf "${dir}"
+  mv "${tmp}" "${dir}"
+  trap - EXIT
+  crds_fetched || die "gitops CRDs incomplete in ${dir}"
+  log "gitops CRDs: Argo CD ${ARGOCD_VERSION}, kustomize-controller ${KUSTOMIZE_CONTROLLER_VERSION}, helm-controller ${HELM_CONTROLLER_VERSION} in $(($(date +%s) - start))s (${dir})"
+}
+
+cmd_crds() {
+  fetch_crds
+  mkdir -p "$(bin_dir)"
+  ln -sfn "$(crds_dir)" "$(bin_dir)/gitops-crds"
+  crds_dir
+  echo
+}
+# ---- end of third-party CRDs --------------------------------------------------
+
 cmd_build() {
   local start tool
   start="$(date +%s)"
@@ -205,6 +302,7 @@ cmd_build() {
     build_tool "${tool}"
   done
   link_bins
+  cmd_crds >/dev/null
   log "done in $(($(date +%s) - start))s"
   bin_dir
   echo
@@ -216,6 +314,8 @@ cmd_list() {
     if is_built "${tool}"; then state=built; else state=missing; fi
     printf '%-12s %-10s %-8s %s\n' "${tool}" "${VERSION[$tool]}" "${state}" "$(tool_dir "${tool}")"
   done
+  if crds_fetched; then state=fetched; else state=missing; fi
+  printf '%-12s %-10s %-8s %s\n' gitops-crds "${ARGOCD_VERSION}" "${state}" "$(crds_dir)"
 }
 
 # Removes cached builds and bin dirs that this checkout does not use (other
@@ -223,7 +323,7 @@ cmd_list() {
 cmd_prune() {
   local keep=() tool entry name
   for tool in "${TOOLS[@]}"; do keep+=("$(tool_key "${tool}")"); done
-  keep+=("$(basename "$(bin_dir)")")
+  keep+=("$(basename "$(bin_dir)")" "$(basename "$(crds_dir)")")
   [[ -d "${cache_dir}" ]] || return 0
   for entry in "${cache_dir}"/*; do
     name="$(basename "${entry}")"
@@ -239,11 +339,12 @@ cmd_prune() {
 main() {
   case "${1:-}" in
   build) shift; cmd_build "$@" ;;
+  crds) cmd_crds ;;
   bindir) bin_dir; echo ;;
   list) cmd_list ;;
   prune) cmd_prune ;;
   *)
-    echo "usage: $0 build [TOOL...] | bindir | list | prune" >&2
+    echo "usage: $0 build [TOOL...] | bindir | crds | list | prune" >&2
     exit 2
     ;;
   esac

@@ -15,6 +15,7 @@ pub mod operator;
 pub mod outbound;
 pub mod server;
 pub mod stats;
+pub mod view;
 
 /// Every failure below `main`, one variant per source.
 #[derive(Debug, thiserror::Error)]

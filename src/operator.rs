@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use futures::future::join_all;
+use futures::{FutureExt, future::join_all};
 use tokio::sync::watch;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -23,7 +23,7 @@ use crate::{
     cache::Caches,
     controllers::{
         Context,
-        alarm::{self, AlarmContext},
+        alarm::{self, AlarmContext, intake::WebhookIntake},
         change_window, merge_train_exception, merge_train_pause, notifier, on_leadership, rollback,
         weblab_dial,
     },
@@ -36,6 +36,7 @@ use crate::{
         auth::{ApiTokens, Served, TokenSettings},
         listener::Limits,
     },
+    view::{self, firing::Firing},
 };
 
 /// How `run` is configured.
@@ -97,13 +98,14 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
             .collect()
     };
     let alarm_cx = Arc::new(AlarmContext::new(ctx.clone()));
+    let firing = Arc::new(Firing::default());
     let mut dials = Vec::new();
     let mut alarms = Vec::new();
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
     let mut watches = Vec::new();
     let mut notifiers = Vec::new();
-    let mut exceptions = server::gates::Exceptions {
+    let mut exceptions = view::gates::Exceptions {
         stores: Vec::new(),
         uses: Arc::default(),
     };
@@ -158,6 +160,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         pauses.push(caches.pauses.store());
         windows.push(caches.windows.store());
         exceptions.stores.push(caches.exceptions.store());
+        // The served view follows the alarms that fire from the same cache.
+        watches.push(view::firing::follow(firing.clone(), caches.alarms.subscribe()).boxed());
         notifiers.push(caches.notifiers.clone());
     }
     // Notifications leave in the background, never on a reconcile's path.
@@ -190,11 +194,17 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         },
     );
     let state = ServerState {
-        ctx: ctx.clone(),
+        metrics: metrics.clone(),
+        intake: Arc::new(WebhookIntake::new(
+            ctx.clone(),
+            alarms.clone(),
+            settings.webhook.namespace_label.clone(),
+            settings.webhook.record_timeout,
+        )),
         ready: ready.clone(),
         dials: dials.clone(),
         alarms: alarms.clone(),
-        firing: alarm_cx.firing.clone(),
+        firing: firing.clone(),
         webhook_token,
         webhook: settings.webhook.clone(),
         pauses: pauses.clone(),

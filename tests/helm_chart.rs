@@ -70,6 +70,8 @@ async fn the_chart_lints_with_defaults_and_with_every_option_on() {
             "--set",
             "watchNamespaces={team-a,team-b},rbac.secrets.resourceNames={gitlab-token}",
             "--set",
+            "rbac.gitops.enabled=true,rbac.gitops.namespaces={argocd,flux-system}",
+            "--set",
             "alertmanagerWebhook.namespaceLabel=namespace,alertmanagerWebhook.recordTimeout=3s",
         ],
     )
@@ -106,6 +108,11 @@ async fn what_the_chart_renders_passes_a_server_side_dry_run() {
         // Rollback rights in a listed namespace, or everywhere.
         vec![format!("rbac.rollback.namespaces={{{}}}", team.name())],
         vec!["rbac.rollback.clusterWide=true".to_owned()],
+        // GitOps rights in a listed namespace.
+        vec![format!(
+            "rbac.gitops.enabled=true,rbac.gitops.namespaces={{{}}}",
+            team.name()
+        )],
     ] {
         let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
         let rendered = render(plane, ns.name(), &settings).await;
@@ -278,6 +285,8 @@ async fn bad_values_fail_with_a_message_naming_the_value() {
         ("watchNamespaces={Team_A}", "watchNamespaces"),
         ("rbac.rollback.namespaces={Team_A}", "namespaces"),
         ("rbac.rollback.clusterWide=yes", "clusterWide"),
+        ("rbac.gitops.namespaces={Argo_CD}", "namespaces"),
+        ("rbac.gitops.enabled=yes", "enabled"),
         ("podDisruptionBudget.minAvailable=half", "minAvailable"),
         ("replicas=3", "replicas"),
         ("serviceMonitor.interval=soon", "interval"),

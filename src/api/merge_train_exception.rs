@@ -1,6 +1,7 @@
 //! `MergeTrainException`: one named merge request (or commit) that may pass
 //! a held merge train, approved by a person, until an expiry.
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -210,5 +211,47 @@ impl MergeTrainExceptionSpec {
             (None, Some(sha)) => format!("commit {}", sha.to_ascii_lowercase()),
             (None, None) => "nothing".to_owned(),
         }
+    }
+}
+
+impl MergeTrainExceptionSpec {
+    /// When the exception stops working, in whole seconds (rounded up, so that
+    /// the status shows the exact instant the gate uses), or why it never works.
+    pub fn expiry(&self, created: Option<Timestamp>) -> Result<Timestamp, String> {
+        let longest = SignedDuration::try_from(MAX_LIFETIME).unwrap_or(SignedDuration::MAX);
+        let end = match (&self.expires_at, self.duration) {
+            (Some(at), _) => {
+                if let Some(created) = created
+                    && at.0.duration_since(created) > longest
+                {
+                    return Err(format!(
+                        "spec.expiresAt {} is more than 7 days after the exception was created ({created}); set an earlier expiresAt, or create a new exception when the time comes",
+                        at.0
+                    ));
+                }
+                at.0
+            }
+            (None, Some(duration)) => {
+                let created = created.ok_or("the exception has no creation time")?;
+                let duration = SignedDuration::try_from(duration.get())
+                    .map_err(|_| "spec.duration is too long".to_owned())?;
+                if duration > longest {
+                    return Err("spec.duration is more than 168h (7 days)".to_owned());
+                }
+                created.checked_add(duration).map_err(|_| {
+                    "spec.duration ends after the last representable time".to_owned()
+                })?
+            }
+            (None, None) => return Err("set spec.expiresAt or spec.duration".to_owned()),
+        };
+        let whole = end
+            .as_second()
+            .saturating_add(i64::from(end.subsec_nanosecond() > 0));
+        Timestamp::from_second(whole).map_err(|error| error.to_string())
+    }
+
+    /// Whether the exception works at `now`.
+    pub fn is_live(&self, created: Option<Timestamp>, now: Timestamp) -> bool {
+        self.expiry(created).is_ok_and(|end| now < end)
     }
 }

@@ -90,6 +90,12 @@ pub struct RollbackSpec {
     #[schemars(length(max = 8))]
     pub pause_merge_trains: Vec<MergeTrainRef>,
 
+    /// GitOps tools (Argo CD, Flux) whose automatic sync would re-deploy the
+    /// release being rolled back: suspended before the first region moves,
+    /// restored on re-arm, on delete or on request. Opt-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOps>,
+
     /// Page when an attached alarm (trigger or verification) still fires a
     /// while after the rollback succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,7 +349,13 @@ pub struct RollbackStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["region"]))]
     pub waves: Vec<WaveStatus>,
-    /// `Ready`, `Reconciling`, `Stalled`, `Degraded`.
+    /// The GitOps objects whose automatic sync this rollback suspended:
+    /// what it changed and what was there before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "namespace", "name"]))]
+    pub gitops: Vec<GitOpsStatus>,
+    /// `Ready`, `Reconciling`, `Stalled`, `Degraded`; with `spec.gitops`
+    /// also `GitOpsReady` and `AutoSyncSuspended`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -441,4 +453,100 @@ pub enum WorkloadResult {
     /// Rolled back, then something (a GitOps tool's auto-sync, a pipeline)
     /// re-applied the revision it was rolled back from.
     Overwritten,
+}
+
+/// GitOps tools whose automatic sync a rollback suspends while it runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.suspendAutoSync.all(a, self.suspendAutoSync.exists_one(b, b.kind == a.kind && b.name == a.name && (has(b.__namespace__) ? b.__namespace__ : '') == (has(a.__namespace__) ? a.__namespace__ : '')))")
+    .message("each GitOps object may be listed once")
+    .field_path(".suspendAutoSync"))]
+#[serde(rename_all = "camelCase")]
+pub struct GitOps {
+    /// The Argo CD Applications and Flux Kustomizations and HelmReleases
+    /// that deploy the targets: their automatic sync is turned off (by
+    /// server-side apply, field manager `weblab-operator-gitops`, that one
+    /// field only) before the first region moves.
+    #[schemars(length(min = 1, max = 16))]
+    pub suspend_auto_sync: Vec<GitOpsRef>,
+}
+
+/// One GitOps object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsRef {
+    /// `Application` (Argo CD), `Kustomization` or `HelmRelease` (Flux).
+    pub kind: GitOpsKind,
+    /// Its name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Its namespace; default: the rollback's. Another namespace must
+    /// authorize the rollback with the `weblab.dev/authorized-rollbacks`
+    /// annotation, as for a wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+}
+
+/// The GitOps kinds whose automatic sync a rollback can suspend.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum GitOpsKind {
+    /// Argo CD `argoproj.io/v1alpha1` Application:
+    /// `spec.syncPolicy.automated.enabled` is set to `false`.
+    Application,
+    /// Flux `kustomize.toolkit.fluxcd.io/v1` Kustomization: `spec.suspend`
+    /// is set to `true`.
+    Kustomization,
+    /// Flux `helm.toolkit.fluxcd.io/v2` HelmRelease: `spec.suspend` is set
+    /// to `true`.
+    HelmRelease,
+}
+
+/// Where one GitOps object's suspension is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GitOpsState {
+    /// The prior value is recorded; the suspension is being written.
+    Suspending,
+    /// Automatic sync is off: the operator's field manager holds the field.
+    Suspended,
+    /// Automatic sync was already off: left alone, nothing to restore.
+    AlreadyOff,
+    /// The operator's field manager let go of the field: the owner's value
+    /// is back.
+    Restored,
+}
+
+/// One GitOps object whose automatic sync the rollback changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsStatus {
+    /// Its kind.
+    pub kind: GitOpsKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The field the rollback holds while it is suspended.
+    pub field: String,
+    /// Where the suspension is.
+    pub state: GitOpsState,
+    /// The field's value before, as JSON (`true`, `false`); absent: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_value: Option<String>,
+    /// When the suspension was recorded (before it was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<MicroTime>,
+    /// When the field was given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<MicroTime>,
+    /// Details, e.g. why it was restored or that someone else changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -184,6 +184,8 @@ pub enum NotifiedKind {
     MergeTrainPause,
     /// `ChangeWindow`.
     ChangeWindow,
+    /// `MergeTrainException`.
+    MergeTrainException,
 }
 
 impl NotifiedKind {
@@ -195,6 +197,7 @@ impl NotifiedKind {
             NotifiedKind::Alarm => "Alarm",
             NotifiedKind::MergeTrainPause => "MergeTrainPause",
             NotifiedKind::ChangeWindow => "ChangeWindow",
+            NotifiedKind::MergeTrainException => "MergeTrainException",
         }
     }
 }
@@ -205,7 +208,7 @@ impl NotifiedKind {
 pub struct NotificationFilter {
     /// The kinds; empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 5))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 6))]
     pub kinds: Vec<NotifiedKind>,
     /// The decisions by event reason (`RolledBack`, `Aborted`, `Failed`,
     /// `AlarmFiring`, `AlarmCleared`, `Paused`, `Resumed`, `WindowClosed`,

@@ -31,23 +31,25 @@ use axum::{
     response::Response,
     routing::post,
 };
-use futures::future::try_join_all;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt, runtime::reflector::Store};
+use kube::Api;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::request::{BodyError, declares_json, read_body, to_json_response};
-use crate::{
-    api::Alarm,
-    controllers::{
-        Context,
-        alarm::{
-            alertmanager::{AlarmFilter, Matchers, Notification, delivery},
-            inbox::AlertInbox,
-        },
-    },
+use super::{
+    notification::Notification,
+    request::{BodyError, declares_json, read_body, to_json_response},
 };
+use crate::metrics::Metrics;
+
+/// Records what a notification says on the alarms it concerns (the alarm
+/// controller's intake implements it): resolves, once every write has
+/// landed, to how many alarms were touched, or why they could not be.
+pub trait Intake: Send + Sync + 'static {
+    /// Records `notification`.
+    fn record(&self, notification: &Notification) -> BoxFuture<'static, Result<usize, String>>;
+}
 
 /// The receiver's path.
 pub const PATH: &str = "/v1/webhooks/alertmanager";
@@ -143,14 +145,12 @@ pub struct WebhookOptions {
 /// What the receiver needs.
 #[derive(Clone)]
 pub struct Receiver {
-    /// Shared context (client, metrics, events).
-    pub ctx: Arc<Context>,
-    /// The per-alarm write queues.
-    pub inbox: AlertInbox,
+    /// `weblab_webhook_requests_total`, among others.
+    pub metrics: Metrics,
+    /// Where notifications are recorded.
+    pub intake: Arc<dyn Intake>,
     /// How notifications are recorded.
     pub options: WebhookOptions,
-    /// The alarm caches, one per watched scope.
-    pub alarms: Vec<Store<Alarm>>,
     /// The expected bearer token.
     pub token: WebhookToken,
     /// Whether the caches have synced.
@@ -216,7 +216,6 @@ async fn notify(
 ) -> Response {
     let (result, response) = handle(&receiver, &headers, body).await;
     receiver
-        .ctx
         .metrics
         .webhook_requests
         .with_label_values(&[result])
@@ -298,37 +297,9 @@ async fn handle(
         );
     }
 
-    let namespace_label = receiver.options.namespace_label.as_deref();
-    let mut writes = Vec::new();
-    for alarm in receiver.alarms.iter().flat_map(Store::state) {
-        let Some(source) = &alarm.spec.alertmanager else {
-            continue;
-        };
-        // An alarm whose matchers do not compile is reported by its own
-        // reconciliation; it matches nothing here.
-        let Ok(matchers) = Matchers::compile(&source.matchers) else {
-            continue;
-        };
-        let namespace = alarm.namespace().unwrap_or_default();
-        let filter = AlarmFilter {
-            matchers: &matchers,
-            namespace_label,
-            namespace: &namespace,
-        };
-        let counted = |key: &str| {
-            alarm
-                .status
-                .as_ref()
-                .is_some_and(|status| status.alert_groups.iter().any(|g| g.group_key == key))
-        };
-        if let Some(delivery) = delivery(&notification, &filter, counted) {
-            writes.push(receiver.inbox.record(alarm, delivery));
-        }
-    }
-    let alarms = writes.len();
     let deadline = receiver.options.record_timeout;
-    match tokio::time::timeout(deadline, try_join_all(writes)).await {
-        Ok(Ok(_)) => {}
+    let alarms = match tokio::time::timeout(deadline, receiver.intake.record(&notification)).await {
+        Ok(Ok(alarms)) => alarms,
         Ok(Err(error)) => {
             return (
                 "error",
@@ -352,7 +323,7 @@ async fn handle(
                 ),
             );
         }
-    }
+    };
     (
         "accepted",
         to_json_response(

@@ -24,13 +24,11 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{
-    dials::{CompileError, CompiledDial, DialCatalog, RealmError, reason_label},
-    request::{
-        MAX_BODY_BYTES, Text, check_segments, check_unit, declares_json, decode_query,
-        is_json_object, read_body, to_json_response,
-    },
+use super::request::{
+    MAX_BODY_BYTES, Text, check_segments, check_unit, declares_json, decode_query, is_json_object,
+    read_body, to_json_response,
 };
+use crate::view::dials::{CompileError, CompiledDial, DialCatalog, RealmError, reason_label};
 
 /// The most units one batch request may ask for.
 pub(crate) const MAX_BATCH_UNITS: usize = 1000;
@@ -407,7 +405,7 @@ fn realm_error(dial: &CompiledDial, error: &RealmError, how: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::dials::tests::{catalog_with, serve, two_realm_dial};
+    use crate::view::dials::tests::{catalog_with, serve, two_realm_dial};
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         items

@@ -8,9 +8,9 @@
 pub mod alertmanager;
 mod assignments;
 pub mod auth;
-mod dials;
 pub mod gates;
 pub mod listener;
+pub mod notification;
 mod ofrep;
 mod parse_errors;
 mod request;
@@ -43,21 +43,23 @@ use crate::{
         Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState,
         merge_train_pause::PausePhase, weblab_dial::DialPhase,
     },
-    controllers::{Context, alarm::inbox::AlertInbox},
     metrics::Metrics,
+    view::{dials::DialCatalog, firing::Firing, gates::Exceptions},
 };
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ServerState {
-    /// The shared context: client, metrics, events.
-    pub ctx: Arc<Context>,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// Where the Alertmanager webhook records notifications.
+    pub intake: Arc<dyn alertmanager::Intake>,
     /// The dial caches, one per watched scope (a namespace, or all).
     pub dials: Vec<Store<WeblabDial>>,
     /// The alarm caches, one per watched scope.
     pub alarms: Vec<Store<Alarm>>,
     /// What may be firing, as the alarm controller last saw it.
-    pub firing: Arc<crate::controllers::alarm::Firing>,
+    pub firing: Arc<Firing>,
     /// The Alertmanager webhook's bearer token.
     pub webhook_token: alertmanager::WebhookToken,
     /// How the Alertmanager webhook records notifications.
@@ -67,7 +69,7 @@ pub struct ServerState {
     /// The change-window caches, one per watched scope.
     pub windows: Vec<Store<ChangeWindow>>,
     /// The merge-train exception caches, and the uses the gate queues.
-    pub exceptions: gates::Exceptions,
+    pub exceptions: Exceptions,
     /// Whether this replica can serve: its CRDs are established and its
     /// caches have synced.
     pub ready: Arc<AtomicBool>,
@@ -83,15 +85,14 @@ pub struct ServerState {
 pub fn router(state: ServerState) -> Router {
     // One catalog (and compiled-dial cache) shared by both assignment APIs.
     let catalog = Arc::new(
-        dials::DialCatalog::new(state.dials.clone(), state.ready.clone())
+        DialCatalog::new(state.dials.clone(), state.ready.clone())
             .with_alarms(state.alarms.clone(), state.firing.clone()),
     );
-    let registry = state.ctx.metrics.clone();
+    let registry = state.metrics.clone();
     let receiver = alertmanager::Receiver {
-        ctx: state.ctx.clone(),
-        inbox: AlertInbox::new(state.ctx.clone(), state.webhook.record_timeout),
+        metrics: state.metrics.clone(),
+        intake: state.intake.clone(),
         options: state.webhook.clone(),
-        alarms: state.alarms.clone(),
         token: state.webhook_token.clone(),
         ready: state.ready.clone(),
     };
@@ -99,7 +100,7 @@ pub fn router(state: ServerState) -> Router {
         pauses: state.pauses.clone(),
         windows: state.windows.clone(),
         exceptions: state.exceptions.clone(),
-        uses_total: state.ctx.metrics.gate_exception_uses.clone(),
+        uses_total: state.metrics.gate_exception_uses.clone(),
         ready: state.ready.clone(),
     });
     // Each guarded API checks the namespace's token inside its metrics, so
@@ -212,7 +213,7 @@ async fn metrics(State(state): State<ServerState>) -> Response {
     count_dials_by_phase(&state);
     count_alarms_by_state(&state);
     count_pauses_and_windows(&state);
-    match state.ctx.metrics.render() {
+    match state.metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -244,12 +245,7 @@ fn count_dials_by_phase(state: &ServerState) {
         *counts.entry(phase).or_default() += 1;
     }
     for (phase, count) in counts {
-        state
-            .ctx
-            .metrics
-            .dials
-            .with_label_values(&[&phase])
-            .set(count);
+        state.metrics.dials.with_label_values(&[&phase]).set(count);
     }
 }
 
@@ -274,7 +270,6 @@ fn count_alarms_by_state(state: &ServerState) {
     }
     for (state_name, count) in states.iter().zip(counts) {
         state
-            .ctx
             .metrics
             .alarms
             .with_label_values(&[&state_name.to_string()])
@@ -299,7 +294,6 @@ fn count_pauses_and_windows(state: &ServerState) {
     }
     for (phase, count) in phases {
         state
-            .ctx
             .metrics
             .merge_train_pauses
             .with_label_values(&[&phase])
@@ -316,7 +310,6 @@ fn count_pauses_and_windows(state: &ServerState) {
     }
     for (key, count) in open {
         state
-            .ctx
             .metrics
             .change_windows
             .with_label_values(&[key])

@@ -38,12 +38,11 @@ use serde::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{
-    dials::{CompileError, CompiledDial, DialCatalog, RealmError},
-    request::{
-        Attribute, MAX_BODY_BYTES, Text, check_segments, check_unit, is_json_object, json_response,
-        read_body, to_json_response,
-    },
+use crate::view::dials::{CompileError, CompiledDial, DialCatalog, RealmError};
+
+use super::request::{
+    Attribute, MAX_BODY_BYTES, Text, check_segments, check_unit, is_json_object, json_response,
+    read_body, to_json_response,
 };
 use crate::assignment::AssignmentReason;
 
@@ -408,7 +407,7 @@ pub(crate) fn evaluate<'a>(
         variant: assignment.treatment,
         reason: openfeature_reason(assignment.reason),
         metadata: Metadata {
-            assignment: super::dials::reason_label(assignment.reason),
+            assignment: crate::view::dials::reason_label(assignment.reason),
             realm: &realm.name,
             weblab: &dial.weblab,
             namespace: &dial.namespace,
@@ -703,7 +702,7 @@ fn path_failure(rejection: &PathRejection) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::dials::tests::{catalog_with, dial, serve, two_realm_dial};
+    use crate::view::dials::tests::{catalog_with, dial, serve, two_realm_dial};
 
     fn subject(body: &str) -> Result<Subject<'_>, Failure> {
         parse_request(body.as_bytes()).and_then(|context| context.subject())

@@ -72,6 +72,13 @@ One per line.
 {{- end }}
 {{- end }}
 
+{{- define "weblab-operator.gitopsNamespaces" -}}
+{{- $listed := .Values.rbac.gitops.namespaces | default (include "weblab-operator.rollbackNamespaces" . | trim | splitList "\n") }}
+{{- range (uniq $listed) }}
+{{ . }}
+{{- end }}
+{{- end }}
+
 {{/* Refuses settings that would break the operator at run time. */}}
 {{- define "weblab-operator.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}

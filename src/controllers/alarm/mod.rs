@@ -8,14 +8,12 @@ pub mod alertmanager;
 pub mod evaluate;
 pub mod guardrail;
 pub mod inbox;
+pub mod intake;
 pub mod prometheus;
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -57,72 +55,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// and one status write, so this bounds the load a failing alarm makes.
 const MAX_DOUBLINGS: u32 = 3;
 
-/// The alarms that may be rolling dials back (in `ALARM` or
-/// `INSUFFICIENT_DATA`), as this replica's alarm controller last saw them,
-/// with an epoch that changes whenever the set does. The assignment API uses
-/// it to serve a rollback the moment an alarm fires, before the dials'
-/// status writes land; it re-reads each candidate from the cache, so an
-/// entry is only ever a hint.
-#[derive(Debug, Default)]
-pub struct Firing {
-    epoch: AtomicU64,
-    alarms: RwLock<HashMap<String, HashMap<String, Arc<Alarm>>>>,
-}
-
-impl Firing {
-    /// Records `alarm`'s current state.
-    pub fn observe(&self, alarm: &Arc<Alarm>) {
-        let namespace = alarm.namespace().unwrap_or_default();
-        let name = alarm.name_any();
-        let may_fire = alarm
-            .status
-            .as_ref()
-            .and_then(|status| status.state)
-            .is_none_or(|state| state != AlarmState::Ok);
-        let mut alarms = self.alarms.write().unwrap_or_else(PoisonError::into_inner);
-        let known = alarms.get(&namespace).and_then(|names| names.get(&name));
-        let same = |known: &Arc<Alarm>| {
-            known.spec == alarm.spec
-                && known.labels() == alarm.labels()
-                && known.status.as_ref().and_then(|s| s.state)
-                    == alarm.status.as_ref().and_then(|s| s.state)
-        };
-        let changed = match (may_fire, known) {
-            (true, Some(known)) => !same(known),
-            (true, None) => true,
-            (false, Some(_)) => true,
-            (false, None) => false,
-        };
-        if !changed {
-            return;
-        }
-        if may_fire {
-            alarms
-                .entry(namespace)
-                .or_default()
-                .insert(name, alarm.clone());
-        } else if let Some(names) = alarms.get_mut(&namespace) {
-            names.remove(&name);
-        }
-        self.epoch.fetch_add(1, Ordering::Release);
-    }
-
-    /// Changes whenever the set of alarms that may fire does.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// The alarms of `namespace` that may fire.
-    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<Alarm>> {
-        self.alarms
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(namespace)
-            .map(|names| names.values().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
 /// The last query of one alarm.
 #[derive(Clone, Copy)]
 struct Queried {
@@ -151,8 +83,6 @@ fn next_wait(interval: Duration, failures: u32) -> Duration {
 pub struct AlarmContext {
     /// Shared context.
     pub ctx: Arc<Context>,
-    /// What may be firing, for the assignment API.
-    pub firing: Arc<Firing>,
     /// When this replica last queried each Prometheus alarm (by uid), for
     /// which generation, at which interval: a reconcile triggered by our own
     /// status write does not query again before the interval.
@@ -170,7 +100,6 @@ impl AlarmContext {
     pub fn new(ctx: Arc<Context>) -> Self {
         AlarmContext {
             ctx,
-            firing: Arc::default(),
             queried: Mutex::new(HashMap::new()),
         }
     }
@@ -240,8 +169,6 @@ impl AlarmContext {
 /// Reconciles one alarm (leader only).
 #[tracing::instrument(skip_all, fields(alarm = %alarm.name_any(), namespace = alarm.namespace()))]
 pub async fn reconcile(alarm: Arc<Alarm>, cx: Arc<AlarmContext>) -> Result<Action> {
-    // Every replica serves assignments: each keeps its own view of what fires.
-    cx.firing.observe(&alarm);
     let ctx = &cx.ctx;
     let Some(_timer) = ctx.begin(CONTROLLER) else {
         return Ok(Action::await_change());

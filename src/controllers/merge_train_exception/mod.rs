@@ -1,12 +1,11 @@
 //! The `MergeTrainException` controller: reads the exception, whether a
 //! pause or window of its namespace names its train, and the uses the gate
-//! queued ([`uses`]); asks [`plan::decide`] for the next status; writes it
+//! queued ([`ExceptionUses`]); asks [`plan::decide`] for the next status; writes it
 //! when it changed, publishes the events, and takes the recorded uses off
 //! the queue. The gate ([`crate::server::gates`]) decides on its own clock
 //! whether an exception works, with the same [`plan::expiry`].
 
 pub mod plan;
-pub mod uses;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,18 +23,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Result,
-    api::{ChangeWindow, MergeTrainException, MergeTrainPause},
+    api::{ChangeWindow, MergeTrainException, MergeTrainPause, weblab_notifier::Evidence},
     cache::Caches,
     controllers::{Context, Reconciles, run},
 };
 
+use crate::view::exception_uses::{BATCH_INTERVAL, ExceptionUses};
 use plan::World;
-use uses::ExceptionUses;
 
 /// The field manager of this controller's status writes.
 pub const MANAGER: &str = "weblab-operator/mergetrainexception";
 const CONTROLLER: &str = "mergetrainexception";
-const KIND: &str = "MergeTrainException";
 
 /// What an exception reconciliation reads besides the exception.
 pub struct ExceptionContext {
@@ -115,14 +113,18 @@ pub async fn reconcile(
             );
         }
     }
-    let reference = exception.object_ref(&());
     for note in &decision.notes {
-        ctx.publish(&reference, KIND, note).await;
+        let evidence = Evidence {
+            ticket: exception.spec.ticket.clone(),
+            ..Evidence::default()
+        };
+        ctx.publish_decision(exception.as_ref(), evidence, note)
+            .await;
     }
     let mut wait = decision.requeue_after;
     if more_pending {
         // Uses that arrived during the write wait for the next batch.
-        wait = Some(wait.map_or(plan::BATCH_INTERVAL, |w| w.min(plan::BATCH_INTERVAL)));
+        wait = Some(wait.map_or(BATCH_INTERVAL, |w| w.min(BATCH_INTERVAL)));
     }
     Ok(wait.map_or_else(Action::await_change, |wait| {
         Action::requeue(wait.max(Duration::from_millis(100)))

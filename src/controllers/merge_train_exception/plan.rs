@@ -5,7 +5,7 @@
 //!
 //! Invariants:
 //! - The gate and the controller decide "does it work now" with the same
-//!   function, [`expiry`], against their own clock: the gate never waits for
+//!   function, [`MergeTrainExceptionSpec::expiry`], against their own clock: the gate never waits for
 //!   the controller to write `Expired`, so an exception stops working at its
 //!   expiry on every replica even while the controller is down.
 //! - An exception lives at most [`MAX_LIFETIME`] from its creation. The API
@@ -24,12 +24,12 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::uses::PendingUses;
+use crate::view::exception_uses::{BATCH_INTERVAL, PendingUses};
 use crate::{
     api::{
         conditions::{self, DesiredCondition},
         merge_train_exception::{
-            ExceptionPhase, MAX_LIFETIME, MergeTrainExceptionSpec, MergeTrainExceptionStatus,
+            ExceptionPhase, MergeTrainExceptionSpec, MergeTrainExceptionStatus,
         },
     },
     controllers::Note,
@@ -37,8 +37,6 @@ use crate::{
 
 /// The condition saying whether a pause or window names the train.
 pub const TRAIN_KNOWN: &str = "TrainKnown";
-/// Uses after the first are recorded at most this often per exception.
-pub const BATCH_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a settled exception waits before it is looked at again: whether
 /// its train is known is only read then (pauses and windows are not
 /// watched by this controller); the expiry is scheduled exactly.
@@ -50,49 +48,6 @@ const AFTER_EXPIRY: Duration = Duration::from_millis(50);
 pub const UNKNOWN_TRAIN_GRACE: Duration = Duration::from_secs(30);
 /// How often an active exception whose train nobody names looks again.
 pub const UNKNOWN_TRAIN_RECHECK: Duration = Duration::from_secs(10);
-
-/// When the exception stops working, in whole seconds (rounded up, so that
-/// the status shows the exact instant the gate uses), or why it never works.
-pub fn expiry(
-    spec: &MergeTrainExceptionSpec,
-    created: Option<Timestamp>,
-) -> Result<Timestamp, String> {
-    let longest = SignedDuration::try_from(MAX_LIFETIME).unwrap_or(SignedDuration::MAX);
-    let end = match (&spec.expires_at, spec.duration) {
-        (Some(at), _) => {
-            if let Some(created) = created
-                && at.0.duration_since(created) > longest
-            {
-                return Err(format!(
-                    "spec.expiresAt {} is more than 7 days after the exception was created ({created}); set an earlier expiresAt, or create a new exception when the time comes",
-                    at.0
-                ));
-            }
-            at.0
-        }
-        (None, Some(duration)) => {
-            let created = created.ok_or("the exception has no creation time")?;
-            let duration = SignedDuration::try_from(duration.get())
-                .map_err(|_| "spec.duration is too long".to_owned())?;
-            if duration > longest {
-                return Err("spec.duration is more than 168h (7 days)".to_owned());
-            }
-            created
-                .checked_add(duration)
-                .map_err(|_| "spec.duration ends after the last representable time".to_owned())?
-        }
-        (None, None) => return Err("set spec.expiresAt or spec.duration".to_owned()),
-    };
-    let whole = end
-        .as_second()
-        .saturating_add(i64::from(end.subsec_nanosecond() > 0));
-    Timestamp::from_second(whole).map_err(|error| error.to_string())
-}
-
-/// Whether the exception works at `now`.
-pub fn is_live(spec: &MergeTrainExceptionSpec, created: Option<Timestamp>, now: Timestamp) -> bool {
-    expiry(spec, created).is_ok_and(|end| now < end)
-}
 
 /// Everything a decision reads.
 #[derive(Clone, Debug)]
@@ -134,7 +89,7 @@ pub struct Decision {
 pub fn decide(world: &World) -> Decision {
     let current = world.status;
     let spec = world.spec;
-    let end = expiry(spec, world.created);
+    let end = spec.expiry(world.created);
     let phase = match &end {
         Err(_) => ExceptionPhase::Invalid,
         Ok(end) if world.now >= *end => ExceptionPhase::Expired,

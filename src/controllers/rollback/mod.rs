@@ -3,9 +3,13 @@
 //! clusters), asks [`plan::decide`] what to do, restores pod templates,
 //! records stable revisions, and writes the status and events. Alarm state
 //! changes reach the rollbacks that attach them through the watch, at once.
+//! With `spec.gitops` it also reads and writes the automatic-sync field of
+//! Argo CD and Flux objects ([`gitops`]), and holds a finalizer that gives
+//! that field back when the rollback is deleted.
 
 pub mod access;
 pub mod clusters;
+pub mod gitops;
 pub mod plan;
 pub mod workloads;
 
@@ -15,6 +19,7 @@ use futures::{Stream, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -29,7 +34,8 @@ use crate::{
         Alarm, MergeTrainPause, Rollback,
         alarm::AlarmState,
         common::AlarmSelection,
-        rollback::{RollbackPhase, TriggerType, Wave},
+        conditions,
+        rollback::{RollbackPhase, RollbackStatus, TriggerType, Wave},
     },
     cache::Caches,
     controllers::{Context, Note, Reconciles, attach, merge_train_pause, notifier, run},
@@ -71,6 +77,9 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     let namespace = rollback.namespace().unwrap_or_default();
     let spec = &rollback.spec;
     let status = rollback.status.clone().unwrap_or_default();
+    if rollback.meta().deletion_timestamp.is_some() {
+        return finalize(ctx, &rollback, &status).await;
+    }
     let mut missing = Vec::new();
     let trigger_alarms = if spec.trigger.type_ == TriggerType::Alarm {
         read_alarms(&spec.trigger.alarms, &namespace, &cx.alarms, &mut missing)
@@ -120,6 +129,23 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
             .ok_or_else(|| format!("region {} may not be acted on now", wave.region))
     };
 
+    let gitops_keys = plan::gitops_to_read(spec, &status, &namespace);
+    // Before the rollback runs, the suspension is also tried in a dry run;
+    // an armed rollback already found able to suspend only reads, until it
+    // fires.
+    let probe = match status.phase {
+        None | Some(RollbackPhase::Pending) => true,
+        Some(RollbackPhase::Armed) => {
+            status.fired_by.is_some()
+                || !conditions::is_true(&status.conditions, plan::GITOPS_READY)
+        }
+        _ => false,
+    };
+    let gitops_views: BTreeMap<_, _> = gitops::read(&ctx.client, &rollback, &gitops_keys, probe)
+        .await
+        .into_iter()
+        .collect();
+
     let now = Timestamp::now();
     let mut decision = plan::decide(&World {
         spec,
@@ -129,6 +155,8 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         verification_alarms: &verification_alarms,
         missing: &missing,
         regions: &regions,
+        namespace: &namespace,
+        gitops: &gitops_views,
         request,
         now,
     });
@@ -147,6 +175,15 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         decision.requeue_after = Some(next);
     }
 
+    // Fields are given back before the status that says so is written; a
+    // suspension was recorded by an earlier status. Both before any
+    // workload is touched.
+    for key in &decision.releases {
+        gitops::release(&ctx.client, key).await?;
+    }
+    for suspend in &decision.suspends {
+        gitops::suspend(&ctx.client, &suspend.key, &suspend.resource_version).await?;
+    }
     // Restores run concurrently: a region's workloads are independent.
     let restores = decision.restores.iter().map(|restore| async {
         let wave = spec
@@ -231,9 +268,16 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
     merge_train_pause::owned::sync(&ctx.client, &cx.pauses, rollback.as_ref(), &wanted).await?;
 
     let wrote = decision.status != status;
+    let api: Api<Rollback> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The finalizer comes before the status that records a suspension, so
+    // that no suspension is ever recorded on a rollback deleted without it.
+    let holds = plan::holds_auto_sync(&decision.status);
+    let mut current = Arc::clone(&rollback);
+    if holds && !has_finalizer(&rollback) {
+        current = Arc::new(set_finalizer(&api, &rollback, true).await?);
+    }
     if wrote {
-        let api: Api<Rollback> = Api::namespaced(ctx.client.clone(), &namespace);
-        ctx.apply_status(&api, &rollback, MANAGER, &decision.status)
+        ctx.apply_status(&api, current.as_ref(), MANAGER, &decision.status)
             .await?;
         if let Some(result) = decision.finished {
             ctx.metrics.rollbacks.with_label_values(&[result]).inc();
@@ -255,6 +299,16 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         ctx.publish_to(rollback.as_ref(), escalation_evidence, note, only)
             .await;
     }
+    if !holds && has_finalizer(&rollback) {
+        // Read afresh: the status write moved the resourceVersion on.
+        if let Some(fresh) = api
+            .get_opt(&rollback.name_any())
+            .await
+            .map_err(Error::Kube)?
+        {
+            set_finalizer(&api, &fresh, false).await?;
+        }
+    }
     let settled = matches!(phase, Some(RollbackPhase::Failed | RollbackPhase::Refused));
     Ok(match decision.requeue_after {
         // After a write, our own watch event brings the fresh object back;
@@ -264,6 +318,69 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         None if settled => Action::await_change(),
         None => Action::requeue(plan::RESYNC),
     })
+}
+
+/// A rollback being deleted gives back every automatic-sync field it may
+/// hold, then lets go of its finalizer: once, as the object is gone after.
+async fn finalize(ctx: &Context, rollback: &Rollback, status: &RollbackStatus) -> Result<Action> {
+    if !has_finalizer(rollback) {
+        return Ok(Action::await_change());
+    }
+    let mut restored = Vec::new();
+    for entry in status.gitops.iter().filter(|e| plan::is_held(e)) {
+        let key = plan::GitOpsKey::of(entry);
+        if gitops::release(&ctx.client, &key).await? {
+            restored.push(key.label());
+        }
+    }
+    if !restored.is_empty() {
+        let note = Note::normal(
+            "AutoSyncRestored",
+            format!(
+                "automatic sync given back (the rollback is being deleted): {}",
+                restored.join(", ")
+            ),
+        );
+        let evidence = notifier::evidence::rollback(status);
+        ctx.publish_decision(rollback, evidence, &note).await;
+    }
+    let api: Api<Rollback> = Api::namespaced(
+        ctx.client.clone(),
+        &rollback.namespace().unwrap_or_default(),
+    );
+    set_finalizer(&api, rollback, false).await?;
+    Ok(Action::await_change())
+}
+
+fn has_finalizer(rollback: &Rollback) -> bool {
+    rollback.finalizers().iter().any(|f| f == gitops::FINALIZER)
+}
+
+/// Adds or removes [`gitops::FINALIZER`], on condition that the rollback is
+/// unchanged since it was read; the rollback as written.
+async fn set_finalizer(api: &Api<Rollback>, rollback: &Rollback, held: bool) -> Result<Rollback> {
+    let mut finalizers: Vec<String> = rollback
+        .finalizers()
+        .iter()
+        .filter(|f| *f != gitops::FINALIZER)
+        .cloned()
+        .collect();
+    if held {
+        finalizers.push(gitops::FINALIZER.to_owned());
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": rollback.resource_version(),
+        }
+    });
+    api.patch(
+        &rollback.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::Kube)
 }
 
 /// The client through which the rollback may act in `wave`'s region, or

@@ -11,7 +11,9 @@
 //!
 //! By concern: `revision` models the workloads as read, `target`
 //! chooses the revision a target asks for, `waves` is the state machine,
-//! and `conditions` derives the conditions from the status it planned.
+//! `gitops` suspends the automatic sync of Argo CD and Flux before the
+//! first wave and gives it back, and `conditions` derives the conditions
+//! from the status it planned.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -39,15 +41,22 @@ pub const NOT_AUTHORIZED: &str = "NotAuthorized";
 const REFUSED: &str = "Refused";
 
 /// The annotation through which people ask for manual actions on a
-/// rollback: `rearm` followed by anything that makes the request distinct
-/// (`rearm 2026-11-22 by alice`). Each distinct value is handled once.
+/// rollback: `rearm` or `restore-gitops`, followed by anything that makes
+/// the request distinct (`rearm 2026-11-22 by alice`). Each distinct value
+/// is handled once.
 pub const ACTION_ANNOTATION: &str = "weblab.dev/action";
 
 mod conditions;
+mod gitops;
 mod revision;
 mod target;
 mod waves;
 
+pub use gitops::{
+    AUTO_SYNC_SUSPENDED, AutoSync, GITOPS_FORBIDDEN, GITOPS_NOT_FOUND, GITOPS_READY, GitOpsKey,
+    GitOpsView, Suspend, auto_sync_field, gitops_refs, gitops_to_read, holds_auto_sync, is_held,
+    suspended_value,
+};
 pub use revision::{RegionView, Revision, Rollout, Workload};
 pub use target::{Choice, choose};
 pub use waves::decide;
@@ -81,6 +90,10 @@ pub struct World<'a> {
     pub missing: &'a [String],
     /// The regions read for this decision (see [`regions_to_read`]).
     pub regions: &'a BTreeMap<String, RegionView>,
+    /// The rollback's namespace (the default of `spec.gitops` entries).
+    pub namespace: &'a str,
+    /// The GitOps objects read for this decision (see [`gitops_to_read`]).
+    pub gitops: &'a BTreeMap<GitOpsKey, GitOpsView>,
     /// A request not yet handled: the action annotation's text.
     pub request: Option<&'a str>,
     /// The time of the decision.
@@ -133,6 +146,12 @@ pub struct Decision {
     pub restores: Vec<Restore>,
     /// Revision annotations to write.
     pub marks: Vec<RevisionMark>,
+    /// GitOps objects whose automatic sync to turn off; each was recorded
+    /// as `Suspending` by an earlier decision.
+    pub suspends: Vec<Suspend>,
+    /// GitOps objects whose field to give back before the status (which
+    /// records them `Restored`) is written.
+    pub releases: Vec<GitOpsKey>,
     /// Events to publish.
     pub notes: Vec<Note>,
     /// When the rollback ended now: its result, for the metrics.

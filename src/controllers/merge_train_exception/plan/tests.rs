@@ -120,11 +120,11 @@ fn an_exception_is_active_until_its_expiry_then_expires_by_itself_with_one_event
 fn the_gate_and_the_controller_agree_on_the_instant_of_expiry() {
     let spec = spec(serde_json::json!({"duration": "90m"}));
     let created = Some(at(CREATED));
-    assert!(is_live(&spec, created, at("2026-12-03T09:29:59.999Z")));
-    assert!(!is_live(&spec, created, at("2026-12-03T09:30:00Z")));
+    assert!(spec.is_live(created, at("2026-12-03T09:29:59.999Z")));
+    assert!(!spec.is_live(created, at("2026-12-03T09:30:00Z")));
     // A fraction of a second in the duration rounds the expiry up.
     let spec = self::spec(serde_json::json!({"duration": "1.5s"}));
-    assert_eq!(expiry(&spec, created), Ok(at("2026-12-03T08:00:02Z")));
+    assert_eq!(spec.expiry(created), Ok(at("2026-12-03T08:00:02Z")));
 }
 
 #[test]
@@ -136,19 +136,15 @@ fn an_expiry_more_than_seven_days_after_creation_never_works() {
     assert_eq!(reasons(&decision), ["InvalidSpec"]);
     assert!(decision.notes[0].warning);
     assert!(decision.notes[0].message.contains("more than 7 days"));
-    assert!(!is_live(
-        &life.spec,
-        Some(at(CREATED)),
-        at("2026-12-03T09:00:00Z")
-    ));
+    assert!(
+        !life
+            .spec
+            .is_live(Some(at(CREATED)), at("2026-12-03T09:00:00Z"))
+    );
 
     // Exactly seven days is allowed.
     let spec = spec(serde_json::json!({"expiresAt": "2026-12-10T08:00:00Z"}));
-    assert!(is_live(
-        &spec,
-        Some(at(CREATED)),
-        at("2026-12-10T07:59:59Z")
-    ));
+    assert!(spec.is_live(Some(at(CREATED)), at("2026-12-10T07:59:59Z")));
 }
 
 #[test]

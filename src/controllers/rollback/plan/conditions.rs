@@ -3,7 +3,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Decision, NOT_AUTHORIZED, REFUSED, RegionView, waves::Planner};
+use super::{
+    Decision, GITOPS_FORBIDDEN, GITOPS_NOT_FOUND, NOT_AUTHORIZED, REFUSED, RegionView,
+    waves::Planner,
+};
 use crate::{
     api::{
         conditions::{self, DesiredCondition},
@@ -131,6 +134,7 @@ impl Planner<'_> {
             },
             degraded.join("; "),
         ));
+        wanted.extend(self.gitops_conditions());
         wanted
     }
 
@@ -161,10 +165,11 @@ impl Planner<'_> {
     fn refusal_reason(&self) -> &'static str {
         self.refused_because.unwrap_or_else(|| {
             let before = conditions::find(&self.world.status.conditions, conditions::READY);
-            if before.is_some_and(|c| c.reason == NOT_AUTHORIZED) {
-                NOT_AUTHORIZED
-            } else {
-                REFUSED
+            match before.map(|c| c.reason.as_str()) {
+                Some(NOT_AUTHORIZED) => NOT_AUTHORIZED,
+                Some(GITOPS_FORBIDDEN) => GITOPS_FORBIDDEN,
+                Some(GITOPS_NOT_FOUND) => GITOPS_NOT_FOUND,
+                _ => REFUSED,
             }
         })
     }

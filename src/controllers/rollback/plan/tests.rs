@@ -16,6 +16,7 @@ use crate::api::{
 };
 
 mod armed;
+mod gitops;
 mod reporting;
 mod target;
 mod waves;
@@ -101,6 +102,7 @@ struct Case {
     status: RollbackStatus,
     regions: BTreeMap<String, RegionView>,
     alarms: Vec<AlarmReading>,
+    gitops: BTreeMap<GitOpsKey, GitOpsView>,
     request: Option<String>,
     now: Timestamp,
 }
@@ -113,6 +115,7 @@ impl Case {
             status: RollbackStatus::default(),
             regions,
             alarms: Vec::new(),
+            gitops: BTreeMap::new(),
             request: None,
             now: t(0),
         }
@@ -127,6 +130,8 @@ impl Case {
             verification_alarms: &self.alarms,
             missing: &[],
             regions: &self.regions,
+            namespace: "team",
+            gitops: &self.gitops,
             request: self.request.as_deref(),
             now: self.now,
         })

@@ -32,6 +32,8 @@ pub fn decide(world: &World) -> Decision {
             status: RollbackStatus::default(),
             restores: Vec::new(),
             marks: Vec::new(),
+            suspends: Vec::new(),
+            releases: Vec::new(),
             notes: Vec::new(),
             finished: None,
             waves_ended: Vec::new(),
@@ -64,6 +66,7 @@ impl Planner<'_> {
         if let Some(request) = self.world.request {
             self.handle_request(request);
         }
+        self.watch_gitops();
         // Before anything starts or is armed, every namespace must let the
         // rollback in; once it runs, a wave finds out for itself.
         if matches!(
@@ -96,6 +99,9 @@ impl Planner<'_> {
             Some(RollbackPhase::Succeeded) => self.watch_for_overwrites(),
             Some(RollbackPhase::Failed | RollbackPhase::Refused) => {}
         }
+        if self.status.phase == Some(RollbackPhase::Armed) {
+            self.report_gitops_problem();
+        }
     }
 
     pub(super) fn note(&mut self, note: Note) {
@@ -124,17 +130,19 @@ impl Planner<'_> {
         true
     }
 
-    fn refuse(&mut self, reason: &'static str, refusals: &[String]) {
+    pub(super) fn refuse(&mut self, reason: &'static str, refusals: &[String]) {
         let message = format!("refused, nothing was changed: {}", refusals.join("; "));
         self.status.phase = Some(RollbackPhase::Refused);
         self.status.finished_at = Some(self.now.clone());
         self.note(Note::warning(reason, message.clone()));
+        // Nothing moved: what was suspended for this run comes back now.
+        self.restore_gitops("the rollback was refused");
         self.waiting = Some(message);
         self.refused_because = Some(reason);
         self.decision.finished = Some("refused");
     }
 
-    fn requeue(&mut self, after: Duration) {
+    pub(super) fn requeue(&mut self, after: Duration) {
         let after = after.max(Duration::from_millis(100));
         self.decision.requeue_after = Some(
             self.decision
@@ -146,10 +154,21 @@ impl Planner<'_> {
     fn handle_request(&mut self, request: &str) {
         self.status.last_action = Some(request.to_owned());
         let word = request.split_whitespace().next().unwrap_or_default();
+        if word == "restore-gitops" {
+            if !self.restore_gitops(&format!("restored by request {request:?}")) {
+                self.note(Note::warning(
+                    "RestoreGitOpsIgnored",
+                    "restore-gitops: this rollback holds no automatic sync off".to_owned(),
+                ));
+            }
+            return;
+        }
         if word != "rearm" {
             self.note(Note::warning(
                 "UnknownAction",
-                format!("unknown action {word:?} in {ACTION_ANNOTATION}: use rearm"),
+                format!(
+                    "unknown action {word:?} in {ACTION_ANNOTATION}: use rearm or restore-gitops"
+                ),
             ));
             return;
         }
@@ -167,11 +186,13 @@ impl Planner<'_> {
             ));
             return;
         }
+        self.restore_gitops("re-armed");
         let last_action = self.status.last_action.take();
         self.status = RollbackStatus {
             last_action,
             phase: Some(RollbackPhase::Armed),
             armed_at: Some(self.now.clone()),
+            gitops: std::mem::take(&mut self.status.gitops),
             conditions: std::mem::take(&mut self.status.conditions),
             ..RollbackStatus::default()
         };
@@ -184,6 +205,12 @@ impl Planner<'_> {
     /// Armed: fire on a trigger alarm, else record revisions that became
     /// stable.
     fn armed(&mut self) {
+        // Fired, and waiting to start (e.g. for automatic sync to be
+        // suspended): the alarm may have cleared since, the decision stands.
+        if self.status.fired_by.is_some() {
+            self.start();
+            return;
+        }
         let trigger = &self.world.spec.trigger;
         let fired = self
             .world
@@ -322,6 +349,10 @@ impl Planner<'_> {
         }
         if !refusals.is_empty() {
             self.refuse(REFUSED, &refusals);
+            return;
+        }
+        // After the preflight (a refusal suspends nothing), before any wave.
+        if !self.gitops_gate() {
             return;
         }
         self.status.phase = Some(RollbackPhase::Progressing);

@@ -13,6 +13,7 @@
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
 use futures::Stream;
@@ -20,8 +21,10 @@ use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
-use super::plan::BATCH_INTERVAL;
 use crate::api::MergeTrainException;
+
+/// Uses after the first are recorded at most this often per exception.
+pub const BATCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The most exceptions with pending uses held at once; beyond it a new
 /// exception's uses are counted in the metric and the log only.

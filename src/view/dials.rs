@@ -18,10 +18,10 @@ use crate::{
     api::{Alarm, WeblabDial, weblab_dial::RealmAllocation},
     assignment::{Assignment, AssignmentReason, DialRules, RealmLayout},
     controllers::{
-        alarm::Firing,
         attach,
         weblab_dial::{plan, reading},
     },
+    view::firing::Firing,
 };
 
 /// A dial compiled for the request path: the spec's rules (salt, control,
