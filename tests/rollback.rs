@@ -25,7 +25,7 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    Operator, apply_yaml, describe, eventually, http, kubectl,
+    Operator, apply_yaml, describe, eventually, kubectl, push_alert_with_token,
     workloads::{IMAGE, WAIT, authorize_rollbacks, deployment, image, plane, release, rolled_out},
 };
 use testenv::ControlPlane;
@@ -35,7 +35,6 @@ use weblab_operator::api::{
 };
 
 const TOKEN: &str = "alertmanager-to-weblab-rbk";
-const WEBHOOK: &str = "/v1/webhooks/alertmanager";
 
 /// The Deployment's ReplicaSets by image tag: (revision, annotations).
 async fn replica_sets(
@@ -124,38 +123,6 @@ stringData:
     .await
 }
 
-/// Posts an Alertmanager (payload version 4) notification for `alertname`.
-async fn notify(operator: &Operator, alertname: &str, status: &str) {
-    let body = json!({
-        "version": "4",
-        "groupKey": "{}:{}",
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "weblab",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.invalid",
-        "alerts": [{
-            "status": status,
-            "labels": {"alertname": alertname, "env": "prod"},
-            "annotations": {},
-            "startsAt": "2026-11-22T01:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus.invalid/graph",
-            "fingerprint": format!("fp-{alertname}")
-        }]
-    });
-    let response = http()
-        .post(format!("{}{WEBHOOK}", operator.base))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("the operator answers");
-    assert_eq!(response.status().as_u16(), 200, "webhook refused");
-}
-
 /// 3.240.0 is confirmed stable by the armed rollback, 3.241.0 never is
 /// (3.242.1 follows it at once), 3.242.1 is bad: a Sev2 alarm fired through
 /// the webhook restores 3.240.0, and `kubectl rollout history` shows it as
@@ -231,7 +198,7 @@ spec:
     release(plane, ns, "graphql-api", "3.241.0").await;
     release(plane, ns, "graphql-api", "3.242.1").await;
 
-    notify(&operator, "GraphQLErrors", "firing").await;
+    push_alert_with_token(&operator, TOKEN, "GraphQLErrors", "firing").await;
     wait_phase(
         &rollbacks,
         "graphql-sev2",
@@ -241,7 +208,7 @@ spec:
     )
     .await;
     // The rollback helps: the alarm clears during the bake.
-    notify(&operator, "GraphQLErrors", "resolved").await;
+    push_alert_with_token(&operator, TOKEN, "GraphQLErrors", "resolved").await;
     let status = wait_phase(
         &rollbacks,
         "graphql-sev2",
@@ -323,7 +290,7 @@ spec:
     assert!(text.contains(&format!("{IMAGE}:3.240.0")), "{text}");
 
     // Fires once: a new alarm does not roll back again until re-armed.
-    notify(&operator, "GraphQLErrors", "firing").await;
+    push_alert_with_token(&operator, TOKEN, "GraphQLErrors", "firing").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         rollback_status(&rollbacks, "graphql-sev2").await.phase,
@@ -331,7 +298,7 @@ spec:
     );
     // Re-armed once the alarm is clear again (re-arming while it fires
     // would fire at once, which is what re-arming means).
-    notify(&operator, "GraphQLErrors", "resolved").await;
+    push_alert_with_token(&operator, TOKEN, "GraphQLErrors", "resolved").await;
     let alarms: Api<weblab_operator::api::Alarm> =
         Api::namespaced(plane.client().await.expect("client"), ns);
     let clear = eventually(WAIT, || async {

@@ -19,7 +19,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
-    ChartIdentity, Operator, apply_yaml, describe, eventually, kubectl,
+    ChartIdentity, Operator, apply_yaml, describe, eventually, kubectl, push_alert_with_token,
     workloads::{IMAGE, WAIT, authorize_rollbacks, image, plane, release},
 };
 use testenv::ControlPlane;
@@ -688,38 +688,6 @@ spec:
 
 const WEBHOOK_TOKEN: &str = "alertmanager-to-weblab-gitops";
 
-/// Posts an Alertmanager (payload version 4) notification for `alertname`.
-async fn notify(operator: &Operator, alertname: &str, status: &str) {
-    let body = json!({
-        "version": "4",
-        "groupKey": "{}:{}",
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "weblab",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.invalid",
-        "alerts": [{
-            "status": status,
-            "labels": {"alertname": alertname},
-            "annotations": {},
-            "startsAt": "2026-12-03T01:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus.invalid/graph",
-            "fingerprint": format!("fp-{alertname}")
-        }]
-    });
-    let response = support::http()
-        .post(format!("{}/v1/webhooks/alertmanager", operator.base))
-        .bearer_auth(WEBHOOK_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("the operator answers");
-    assert_eq!(response.status().as_u16(), 200, "webhook refused");
-}
-
 /// Armed in advance for a service Flux deploys with a HelmRelease: nothing
 /// is suspended while it waits; the alarm fires through Alertmanager's
 /// webhook, the HelmRelease is suspended before the workload moves, and
@@ -814,7 +782,7 @@ spec:
     );
 
     let fired_at = Instant::now();
-    notify(&operator, "GraphQLErrors", "firing").await;
+    push_alert_with_token(&operator, WEBHOOK_TOKEN, "GraphQLErrors", "firing").await;
     let done = wait_for(&api, "graphql-armed", &operator, "succeeded", |s| {
         s.phase == Some(RollbackPhase::Succeeded)
     })
@@ -833,7 +801,7 @@ spec:
     );
     assert_eq!(helm["spec"]["suspend"], json!(true));
 
-    notify(&operator, "GraphQLErrors", "resolved").await;
+    push_alert_with_token(&operator, WEBHOOK_TOKEN, "GraphQLErrors", "resolved").await;
     let asked = kubectl(
         plane,
         &[

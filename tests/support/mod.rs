@@ -432,6 +432,16 @@ pub async fn operator_with_webhook_args(
 /// operator has recorded it on at least one alarm (the alarm may reach the
 /// operator's cache a moment after it was applied).
 pub async fn push_alert(operator: &Operator, alertname: &str, status: &str) {
+    push_alert_with_token(operator, WEBHOOK_TOKEN, alertname, status).await;
+}
+
+/// [`push_alert`] to an operator whose webhook takes `token`.
+pub async fn push_alert_with_token(
+    operator: &Operator,
+    token: &str,
+    alertname: &str,
+    status: &str,
+) {
     let notification = serde_json::json!({
         "version": "4", "status": status, "receiver": "weblab", "groupKey": "{}",
         "alerts": [{"status": status, "labels": {"alertname": alertname},
@@ -441,7 +451,7 @@ pub async fn push_alert(operator: &Operator, alertname: &str, status: &str) {
     let recorded = eventually(std::time::Duration::from_secs(30), || async {
         let Ok(response) = client
             .post(format!("{}/v1/webhooks/alertmanager", operator.base))
-            .bearer_auth(WEBHOOK_TOKEN)
+            .bearer_auth(token)
             .json(&notification)
             .send()
             .await
