@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use weblab_operator::{
     api,
+    controllers::notifier,
     leader::LeaseSettings,
     operator,
     server::{
@@ -169,6 +170,11 @@ struct RunArgs {
     /// Requests answered at once at most; more get 503 at once.
     #[arg(long, env = "WEBLAB_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     http_max_concurrent_requests: u32,
+
+    /// The PagerDuty Events API that notifiers' PagerDuty sinks call, e.g.
+    /// `https://events.eu.pagerduty.com` for the EU service region.
+    #[arg(long, env = "WEBLAB_PAGERDUTY_EVENTS_URL", default_value = notifier::PAGERDUTY_EVENTS_URL, value_parser = parse_events_url)]
+    pagerduty_events_url: reqwest::Url,
 }
 
 /// An `http://` or `https://` prefix with at least a host, its scheme and
@@ -218,6 +224,10 @@ fn parse_label_name(text: &str) -> Result<String, String> {
 }
 
 /// Parses `15s`, `500ms`, `1m30s` (jiff's friendly format) into a positive duration.
+fn parse_events_url(text: &str) -> Result<reqwest::Url, String> {
+    weblab_operator::outbound::parse_base(text).map_err(|error| error.to_string())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let signed: jiff::SignedDuration = text
         .parse()
@@ -298,6 +308,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     });
     let settings = operator::Settings {
+        pagerduty_events_url: args.pagerduty_events_url,
         listen: args.listen,
         namespaces: args.namespaces,
         identity,

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     /// How long rollback waves take, from start to verified (or failed).
     pub rollback_wave_duration: HistogramVec,
+    /// Notifications, by sink type and result (`delivered`, `retried`,
+    /// `failed`; `dropped` for the `queue`).
+    pub notifications: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -224,6 +227,14 @@ impl Metrics {
                     &["result"],
                 )
                 .map_err(Error::Metrics)?,
+            )?,
+            notifications: register(
+                &registry,
+                counter(
+                    "notifications_total",
+                    "Notifications by sink type and result (delivered, retried, failed, dropped)",
+                    &["sink", "result"],
+                )?,
             )?,
             registry,
         })
