@@ -155,7 +155,7 @@ async fn the_view_serves_a_rollback_from_the_shared_caches_the_moment_an_attache
         dials.get_status("checkout").await.is_ok_and(|dial| {
             dial.status
                 .as_ref()
-                .is_some_and(|s| s.realms.iter().all(|r| r.allocation.0.get("T1").is_none()))
+                .is_some_and(|s| s.realms.iter().all(|r| !r.allocation.0.contains_key("T1")))
         })
     })
     .await;
