@@ -27,7 +27,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{Alarm, ChangeWindow, MergeTrainException, MergeTrainPause, Rollback, WeblabDial},
+    api::{
+        Alarm, ChangeWindow, MergeTrainException, MergeTrainPause, Rollback, WeblabDial,
+        WeblabNotifier,
+    },
     controllers::scoped,
 };
 
@@ -203,6 +206,7 @@ pub struct Caches {
     pub pauses: Cache<MergeTrainPause>,
     pub rollbacks: Cache<Rollback>,
     pub exceptions: Cache<MergeTrainException>,
+    pub notifiers: Cache<WeblabNotifier>,
 }
 
 impl Caches {
@@ -219,6 +223,7 @@ impl Caches {
         let (pauses, pause_watch) = Cache::watch(client, namespace, shutdown.clone());
         let (rollbacks, rollback_watch) = Cache::watch(client, namespace, shutdown.clone());
         let (exceptions, exception_watch) = Cache::watch(client, namespace, shutdown.clone());
+        let (notifiers, notifier_watch) = Cache::watch(client, namespace, shutdown.clone());
         let caches = Self {
             dials,
             alarms,
@@ -226,6 +231,7 @@ impl Caches {
             pauses,
             rollbacks,
             exceptions,
+            notifiers,
         };
         let watches = vec![
             dial_watch,
@@ -234,6 +240,7 @@ impl Caches {
             pause_watch,
             rollback_watch,
             exception_watch,
+            notifier_watch,
         ];
         (caches, watches)
     }

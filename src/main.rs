@@ -13,6 +13,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use weblab_operator::{
     api,
     api_client::{self, WriteLimits},
+    controllers::notifier,
     leader::LeaseSettings,
     metrics::Metrics,
     operator,
@@ -182,6 +183,11 @@ struct RunArgs {
     /// `--api-writes-per-second` paces them.
     #[arg(long, env = "WEBLAB_API_WRITE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     api_write_burst: u32,
+
+    /// The PagerDuty Events API that notifiers' PagerDuty sinks call, e.g.
+    /// `https://events.eu.pagerduty.com` for the EU service region.
+    #[arg(long, env = "WEBLAB_PAGERDUTY_EVENTS_URL", default_value = notifier::PAGERDUTY_EVENTS_URL, value_parser = parse_events_url)]
+    pagerduty_events_url: reqwest::Url,
 }
 
 /// An `http://` or `https://` prefix with at least a host, its scheme and
@@ -231,6 +237,10 @@ fn parse_label_name(text: &str) -> Result<String, String> {
 }
 
 /// Parses `15s`, `500ms`, `1m30s` (jiff's friendly format) into a positive duration.
+fn parse_events_url(text: &str) -> Result<reqwest::Url, String> {
+    weblab_operator::outbound::parse_base(text).map_err(|error| error.to_string())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let signed: jiff::SignedDuration = text
         .parse()
@@ -312,6 +322,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     });
     let settings = operator::Settings {
+        pagerduty_events_url: args.pagerduty_events_url,
         listen: args.listen,
         namespaces: args.namespaces,
         identity,

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub api_retries: IntCounterVec,
     /// Seconds writes waited for the client-side write rate limit.
     pub api_throttled_seconds: Counter,
+    /// Notifications, by sink type and result (`delivered`, `retried`,
+    /// `failed`; `dropped` for the `queue`).
+    pub notifications: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> Result<C> {
@@ -245,6 +248,14 @@ impl Metrics {
                     "Seconds the operator's writes waited for the client-side write rate limit (--api-writes-per-second)",
                 )
                 .map_err(Error::Metrics)?,
+            )?,
+            notifications: register(
+                &registry,
+                counter(
+                    "notifications_total",
+                    "Notifications by sink type and result (delivered, retried, failed, dropped)",
+                    &["sink", "result"],
+                )?,
             )?,
             registry,
         })

@@ -24,7 +24,7 @@ use crate::{
     controllers::{
         Context,
         alarm::{self, AlarmContext, intake::WebhookIntake},
-        change_window, merge_train_exception, merge_train_pause, on_leadership, rollback,
+        change_window, merge_train_exception, merge_train_pause, notifier, on_leadership, rollback,
         weblab_dial,
     },
     leader::{LeaderElector, LeaseSettings},
@@ -69,6 +69,8 @@ pub struct Settings {
     pub require_api_token: bool,
     /// The HTTP listener's timeouts and limits.
     pub limits: Limits,
+    /// Where notifiers' PagerDuty events go (`--pagerduty-events-url`).
+    pub pagerduty_events_url: reqwest::Url,
 }
 
 /// Runs the operator until `shutdown` is cancelled (SIGTERM) or it fails.
@@ -108,12 +110,13 @@ pub async fn run(
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
     let mut watches = Vec::new();
+    let mut notifiers = Vec::new();
     let mut exceptions = view::gates::Exceptions {
         stores: Vec::new(),
         uses: Arc::default(),
     };
     let mut controllers = Vec::new();
-    for scope in scopes {
+    for scope in scopes.iter().copied() {
         // One watch per kind and scope, shared by every controller and
         // the server.
         let (caches, scope_watches) = Caches::watch(&client, scope, &shutdown);
@@ -165,7 +168,16 @@ pub async fn run(
         exceptions.stores.push(caches.exceptions.store());
         // The served view follows the alarms that fire from the same cache.
         watches.push(view::firing::follow(firing.clone(), caches.alarms.subscribe()).boxed());
+        notifiers.push(caches.notifiers.clone());
     }
+    // Notifications leave in the background, never on a reconcile's path.
+    controllers.push(notifier::courier(
+        ctx.clone(),
+        &scopes,
+        notifiers,
+        settings.pagerduty_events_url.clone(),
+        shutdown.clone(),
+    ));
     let webhook_token = WebhookToken::default();
     if let Some(secret) = settings.webhook_token.clone() {
         tokio::spawn(

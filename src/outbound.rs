@@ -152,6 +152,9 @@ pub struct Answer {
     pub content_type: String,
     /// The body, empty for [`BodyLimit::Ignore`].
     pub body: Vec<u8>,
+    /// The wait a `Retry-After` header asks for, in seconds (capped at
+    /// [`CEILING`]); its HTTP-date form is not read.
+    pub retry_after: Option<Duration>,
 }
 
 impl Answer {
@@ -404,12 +407,19 @@ impl Outbound {
             return Err(OutboundError::Redirect { status });
         }
         let content_type = media_type(response.headers().get(reqwest::header::CONTENT_TYPE));
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(|secs| Duration::from_secs(secs).min(CEILING));
         let cap = match limit {
             BodyLimit::Ignore => {
                 return Ok(Answer {
                     status,
                     content_type,
                     body: Vec::new(),
+                    retry_after,
                 });
             }
             BodyLimit::Cap(cap) => cap,
@@ -438,6 +448,7 @@ impl Outbound {
             status,
             content_type,
             body,
+            retry_after,
         })
     }
 }

@@ -11,7 +11,7 @@ use kube::{Api, Resource, core::object::HasSpec};
 use serde::de::DeserializeOwned;
 use support::{control_plane, describe, documents, kubectl, yaml_files};
 use weblab_operator::api::{
-    Alarm, ChangeWindow, MergeTrainException, MergeTrainPause, Rollback, WeblabDial,
+    Alarm, ChangeWindow, MergeTrainException, MergeTrainPause, Rollback, WeblabDial, WeblabNotifier,
 };
 
 #[tokio::test]
@@ -50,6 +50,7 @@ async fn every_example_is_accepted_by_the_api_server() {
         "mergetrainpause",
         "changewindow",
         "mergetrainexception",
+        "weblabnotifier",
     ] {
         assert!(
             listed.contains(&format!("{kind}.weblab.dev/")),
@@ -171,6 +172,7 @@ async fn examples_read_back_into_the_rust_types_unchanged() {
                 "MergeTrainException" => {
                     same_spec::<MergeTrainException>(&client, ns, &document).await;
                 }
+                "WeblabNotifier" => same_spec::<WeblabNotifier>(&client, ns, &document).await,
                 other => panic!("{file}: unknown kind {other}"),
             }
             checked += 1;

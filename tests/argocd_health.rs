@@ -134,6 +134,7 @@ fn every_kind_is_progressing_until_the_operator_observes_its_generation() {
         "MergeTrainPause",
         "ChangeWindow",
         "MergeTrainException",
+        "WeblabNotifier",
     ] {
         let (status, _) = health(kind, &object(kind, Value::Null));
         assert_eq!(status, "Progressing", "{kind} without status");
@@ -346,4 +347,38 @@ fn change_window_health_open_closed_and_broken() {
         ]}),
     );
     assert_eq!(health("ChangeWindow", &broken).0, "Degraded");
+}
+
+#[test]
+fn weblab_notifier_health_delivering_pending_and_failing() {
+    let settled = object(
+        "WeblabNotifier",
+        json!({"observedGeneration": 2, "pendingCount": 0, "conditions": [
+            condition("Ready", "True", ""), condition("SinkFailing", "False", ""),
+        ]}),
+    );
+    assert_eq!(health("WeblabNotifier", &settled).0, "Healthy");
+    let pending = object(
+        "WeblabNotifier",
+        json!({"observedGeneration": 2, "pendingCount": 3}),
+    );
+    let (status, message) = health("WeblabNotifier", &pending);
+    assert_eq!(status, "Progressing");
+    assert!(message.starts_with("3 message"), "{message}");
+    let failing = object(
+        "WeblabNotifier",
+        json!({"observedGeneration": 2, "pendingCount": 1, "conditions": [
+            condition("SinkFailing", "True", "oncall: 2 failed deliveries, last: the pagerduty sink answered HTTP 503"),
+        ]}),
+    );
+    let (status, message) = health("WeblabNotifier", &failing);
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("HTTP 503"), "{message}");
+    let invalid = object(
+        "WeblabNotifier",
+        json!({"observedGeneration": 2, "conditions": [
+            condition("Ready", "False", "spec.filter.selector does not parse"),
+        ]}),
+    );
+    assert_eq!(health("WeblabNotifier", &invalid).0, "Degraded");
 }

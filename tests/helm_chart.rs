@@ -263,6 +263,7 @@ async fn the_dashboard_shows_each_metric_the_issue_asks_for() {
         "weblab_alarms",
         "weblab_reconcile_errors_total",
         "weblab_assignment_request_duration_seconds_bucket",
+        "weblab_notifications_total",
     ] {
         assert!(
             exprs

@@ -173,6 +173,11 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
             "patch rollbacks.weblab.dev --subresource=status",
             team.name(),
         ),
+        ("watch weblabnotifiers.weblab.dev", "*"),
+        (
+            "patch weblabnotifiers.weblab.dev --subresource=status",
+            team.name(),
+        ),
         ("create mergetrainpauses.weblab.dev", team.name()),
         ("delete mergetrainpauses.weblab.dev", team.name()),
         ("create events.events.k8s.io", team.name()),
@@ -216,6 +221,7 @@ async fn the_charts_service_account_cannot_do_what_the_operator_does_not_need() 
         ("create mergetrainexceptions.weblab.dev", team.name()),
         ("patch mergetrainexceptions.weblab.dev", team.name()),
         ("patch rollbacks.weblab.dev", team.name()),
+        ("patch weblabnotifiers.weblab.dev", team.name()),
         ("create weblabdials.weblab.dev", team.name()),
         // With every namespace watched, rollback rights are not granted
         // everywhere unless rbac.rollback.clusterWide says so.

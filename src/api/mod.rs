@@ -13,6 +13,7 @@ pub mod merge_train_exception;
 pub mod merge_train_pause;
 pub mod rollback;
 pub mod weblab_dial;
+pub mod weblab_notifier;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -25,6 +26,7 @@ pub use merge_train_exception::MergeTrainException;
 pub use merge_train_pause::MergeTrainPause;
 pub use rollback::Rollback;
 pub use weblab_dial::WeblabDial;
+pub use weblab_notifier::WeblabNotifier;
 
 /// The API group of every kind.
 pub const GROUP: &str = "weblab.dev";
@@ -38,6 +40,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         MergeTrainPause::crd(),
         ChangeWindow::crd(),
         MergeTrainException::crd(),
+        WeblabNotifier::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     common::{AlarmSelection, Duration, MicroTime, SecretKeyRef, Severity},
     merge_train_pause::MergeTrainRef,
+    weblab_notifier::{Escalation, EscalationStatus},
 };
 
 /// On a Namespace: the Rollbacks of other namespaces allowed to act in it,
@@ -94,6 +95,11 @@ pub struct RollbackSpec {
     /// restored on re-arm, on delete or on request. Opt-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOps>,
+
+    /// Page when an attached alarm (trigger or verification) still fires a
+    /// while after the rollback succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
 }
 
 fn one() -> u32 {
@@ -353,6 +359,9 @@ pub struct RollbackStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The escalation after success, per `spec.escalation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationStatus>,
 }
 
 /// What fired an armed rollback.

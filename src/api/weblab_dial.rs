@@ -12,6 +12,7 @@ use super::{
         effective_allocation_schema, optional_effective_allocation_schema,
     },
     merge_train_pause::MergeTrainRef,
+    weblab_notifier::{Escalation, EscalationStatus},
 };
 
 /// The most entries the bounded allocation history keeps.
@@ -250,6 +251,11 @@ pub struct DialRollback {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub pause_merge_trains: Vec<MergeTrainRef>,
+
+    /// Page when an attached alarm still fires a while after an alarm
+    /// rolled the dial back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
 }
 
 impl Default for DialRollback {
@@ -261,6 +267,7 @@ impl Default for DialRollback {
             overrides: OverridePolicy::default(),
             on_insufficient_data: InsufficientDataPolicy::default(),
             pause_merge_trains: Vec::new(),
+            escalation: None,
         }
     }
 }
@@ -375,6 +382,10 @@ pub struct WeblabDialStatus {
     /// The effective allocation in one line, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+
+    /// The escalation of the last rollback, per `spec.rollback.escalation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationStatus>,
 }
 
 /// The effective allocation of one realm.

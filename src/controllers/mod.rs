@@ -11,6 +11,7 @@ pub mod change_window;
 pub mod failures;
 pub mod merge_train_exception;
 pub mod merge_train_pause;
+pub mod notifier;
 pub mod rollback;
 pub mod weblab_dial;
 
@@ -32,7 +33,19 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Error, Result, api::common::SecretKeyRef, metrics::Metrics, outbound::Outbound};
+use crate::{
+    Error, Result,
+    api::{
+        common::{SecretKeyRef, micro_time},
+        weblab_notifier::{DecisionRecord, Evidence},
+    },
+    metrics::Metrics,
+    outbound::Outbound,
+};
+
+/// The annotation with a link to an object's ticket, carried in its
+/// notifications.
+pub const TICKET_ANNOTATION: &str = "weblab.dev/ticket";
 
 /// What every reconciliation needs, shared as `Arc<Context>`.
 pub struct Context {
@@ -46,6 +59,8 @@ pub struct Context {
     pub outbound: Outbound,
     /// Failures in a row and stale resourceVersions, per object.
     pub failures: failures::Failures,
+    /// Decisions on their way to the notifiers ([`notifier`]).
+    pub decisions: notifier::Queue,
     recorder: Recorder,
 }
 
@@ -69,6 +84,7 @@ impl Context {
             leader,
             outbound,
             failures: failures::Failures::default(),
+            decisions: notifier::Queue::default(),
         }
     }
 
@@ -127,6 +143,60 @@ impl Context {
             .inc();
         if let Err(error) = self.recorder.publish(&event, object).await {
             tracing::warn!(%error, reason = note.reason, "cannot publish event");
+        }
+    }
+
+    /// Publishes a decision about `object` as [`Context::publish`] does, and
+    /// queues it for the notifiers of its namespace with `evidence` (what
+    /// the decision rests on) and the object's labels and ticket
+    /// annotation; the courier delivers it in the background.
+    pub async fn publish_decision<K>(&self, object: &K, evidence: Evidence, note: &Note)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.publish_to(object, evidence, note, None).await;
+    }
+
+    /// [`Context::publish_decision`] addressed to the notifier `only`
+    /// (whatever its filter) when there is one.
+    pub async fn publish_to<K>(
+        &self,
+        object: &K,
+        evidence: Evidence,
+        note: &Note,
+        only: Option<&str>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let kind = K::kind(&());
+        self.publish(&object.object_ref(&()), &kind, note).await;
+        let mut evidence = evidence;
+        if evidence.ticket.is_none() {
+            evidence.ticket = object.annotations().get(TICKET_ANNOTATION).cloned();
+        }
+        let decision = notifier::plan::Decision {
+            namespace: object.namespace().unwrap_or_default(),
+            labels: object.labels().clone(),
+            record: DecisionRecord {
+                kind: kind.into_owned(),
+                name: object.name_any(),
+                reason: note.reason.to_owned(),
+                warning: note.warning,
+                message: truncate(&note.message, MAX_NOTE_BYTES),
+                at: micro_time(jiff::Timestamp::now()),
+                evidence,
+            },
+            notifier: only.map(str::to_owned),
+        };
+        if !self.decisions.send(decision) {
+            tracing::warn!(
+                reason = note.reason,
+                "the notification queue is full; decision not notified"
+            );
+            self.metrics
+                .notifications
+                .with_label_values(&["queue", "dropped"])
+                .inc();
         }
     }
 

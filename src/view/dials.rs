@@ -27,7 +27,7 @@ use crate::{
 /// A dial compiled for the request path: the spec's rules (salt, control,
 /// override index) and each realm's served bucket layout from the status.
 #[derive(Debug)]
-pub(crate) struct CompiledDial {
+pub struct CompiledDial {
     /// The dial's namespace.
     pub namespace: String,
     /// The dial's name: the OFREP flag key.
@@ -48,7 +48,7 @@ pub(crate) struct CompiledDial {
 
 /// One realm of a compiled dial.
 #[derive(Debug)]
-pub(crate) struct CompiledRealm {
+pub struct CompiledRealm {
     /// The realm's name.
     pub name: String,
     /// The served layout; `None` until the controller wrote one (or while the
@@ -60,7 +60,7 @@ pub(crate) struct CompiledRealm {
 /// impossible; they are checked so that a dial written around it cannot make
 /// the request path panic.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum CompileError {
+pub enum CompileError {
     /// `spec.treatments` is empty: there is no control to serve.
     NoTreatments,
     /// `spec.realms` is empty: no request can name a realm.
@@ -78,7 +78,7 @@ impl fmt::Display for CompileError {
 
 /// Why a request's realm does not select one of the dial's realms.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RealmError {
+pub enum RealmError {
     /// The dial has several realms and the request named none.
     Required,
     /// The request named a realm the dial does not list.
@@ -186,7 +186,7 @@ impl CompiledDial {
 }
 
 /// The wire name of an assignment reason in the native API.
-pub(crate) fn reason_label(reason: AssignmentReason) -> &'static str {
+pub fn reason_label(reason: AssignmentReason) -> &'static str {
     match reason {
         AssignmentReason::Override => "override",
         AssignmentReason::Allocation => "allocation",
@@ -196,13 +196,13 @@ pub(crate) fn reason_label(reason: AssignmentReason) -> &'static str {
 }
 
 /// A cached dial and its compiled view (or why it has none).
-pub(crate) type ServedDial = (Arc<WeblabDial>, Result<Arc<CompiledDial>, CompileError>);
+pub type ServedDial = (Arc<WeblabDial>, Result<Arc<CompiledDial>, CompileError>);
 
 /// The served dials: the informer caches plus the compiled view of each
 /// dial, keyed by namespace and name and rebuilt when the cache holds another
 /// `resourceVersion`. Entries of deleted dials are dropped when looked up and
 /// pruned in bulk, so the map stays near the number of dials that exist.
-pub(crate) struct DialCatalog {
+pub struct DialCatalog {
     stores: Vec<Store<WeblabDial>>,
     /// The alarm caches, and what may fire in them: a dial whose attached
     /// alarm fires is served rolled back at once, as its controller is about

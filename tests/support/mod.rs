@@ -11,6 +11,7 @@ use std::{
 use testenv::ControlPlane;
 use tokio::sync::OnceCell;
 
+pub mod sinks;
 pub mod throttling_proxy;
 pub mod workloads;
 

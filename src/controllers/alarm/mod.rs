@@ -36,7 +36,7 @@ use crate::{
         conditions::{self, DesiredCondition},
     },
     cache::Caches,
-    controllers::{Context, Note, Reconciles, read_secret_key, run},
+    controllers::{Context, Note, Reconciles, notifier, read_secret_key, run},
 };
 
 use alertmanager::{Delivery, Matchers};
@@ -45,7 +45,6 @@ use evaluate::Sample;
 /// The field manager of alarm status writes (controller and webhook alike).
 pub const MANAGER: &str = "weblab-operator/alarm";
 const CONTROLLER: &str = "alarm";
-const KIND: &str = "Alarm";
 /// How often a webhook write is retried after a conflict.
 const WRITE_ATTEMPTS: usize = 5;
 /// The longest a failing alarm waits between queries (unless its interval
@@ -271,7 +270,6 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
     let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.apply_status(&api, alarm, MANAGER, &next).await?;
 
-    let reference = alarm.object_ref(&());
     let mut notes: Vec<Note> = transition(alarm, &status, &next).into_iter().collect();
     let newly_degraded = |s: &AlarmStatus| conditions::is_true(&s.conditions, conditions::DEGRADED);
     if let Some(error) = &evaluation.source_error
@@ -283,7 +281,7 @@ async fn pull(alarm: &Alarm, source: &PrometheusSource, cx: &AlarmContext) -> Re
         ));
     }
     for note in &notes {
-        ctx.publish(&reference, KIND, note).await;
+        publish(ctx, alarm, &status, &next, note).await;
     }
     Ok(Action::requeue(wait))
 }
@@ -370,9 +368,8 @@ async fn review_alerts(
         let api: Api<Alarm> =
             Api::namespaced(ctx.client.clone(), &alarm.namespace().unwrap_or_default());
         ctx.apply_status(&api, alarm, MANAGER, &next).await?;
-        let reference = alarm.object_ref(&());
         if let Some(note) = transition(alarm, &status, &next) {
-            ctx.publish(&reference, KIND, &note).await;
+            publish(ctx, alarm, &status, &next, &note).await;
         }
         if let Err(error) = &matchers
             && !conditions::is_true(&status.conditions, conditions::STALLED)
@@ -381,12 +378,33 @@ async fn review_alerts(
                 "InvalidMatcher",
                 format!("{error}; fix spec.alertmanager.matchers"),
             );
-            ctx.publish(&reference, KIND, &note).await;
+            publish(ctx, alarm, &status, &next, &note).await;
         }
     }
     Ok(assessment
         .stale_in
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Publishes `note` about `alarm`, which went from `before` to `after`, as
+/// a decision for the notifiers, but for a first evaluation's `OK`, which
+/// cleared nothing: an event only.
+pub(crate) async fn publish(
+    ctx: &Context,
+    alarm: &Alarm,
+    before: &AlarmStatus,
+    after: &AlarmStatus,
+    note: &Note,
+) {
+    if before.state.is_none()
+        && after.state == Some(AlarmState::Ok)
+        && note.reason == "AlarmCleared"
+    {
+        ctx.publish(&alarm.object_ref(&()), "Alarm", note).await;
+    } else {
+        let evidence = notifier::evidence::alarm(alarm, after);
+        ctx.publish_decision(alarm, evidence, note).await;
+    }
 }
 
 /// The event for a change of state, if the state changed.
@@ -434,7 +452,7 @@ pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> R
         match ctx.apply_status(&api, &current, MANAGER, &next).await {
             Ok(written) => {
                 if let Some(note) = transition(&current, &status, &next) {
-                    ctx.publish(&current.object_ref(&()), KIND, &note).await;
+                    publish(ctx, &current, &status, &next, &note).await;
                 }
                 return Ok(written);
             }

@@ -156,6 +156,7 @@ mod tests {
             status,
             content_type: "application/json".to_owned(),
             body: body.to_vec(),
+            retry_after: None,
         }
     }
 
@@ -225,6 +226,7 @@ mod tests {
                     status,
                     content_type: "text/plain".to_owned(),
                     body: body.clone().into_bytes(),
+                    retry_after: None,
                 });
                 let Sample::Failed(message) = sample else {
                     panic!("{body} read as values");

@@ -28,6 +28,7 @@ use crate::{
         Alarm, ChangeWindow,
         change_window::ChangeWindowStatus,
         conditions::{self, DesiredCondition},
+        weblab_notifier::Evidence,
     },
     cache::Caches,
     controllers::{Context, Note, Reconciles, run},
@@ -38,7 +39,6 @@ use window::{Verdict, WindowAlarm};
 /// The field manager of this controller's status writes.
 pub const MANAGER: &str = "weblab-operator/changewindow";
 const CONTROLLER: &str = "changewindow";
-const KIND: &str = "ChangeWindow";
 
 /// How long a window without a forecast transition waits before it is
 /// evaluated again: a safety net; alarms and spec changes arrive by watch.
@@ -172,9 +172,9 @@ pub async fn reconcile(window: Arc<ChangeWindow>, cx: Arc<WindowContext>) -> Res
         let api: Api<ChangeWindow> = Api::namespaced(ctx.client.clone(), &namespace);
         ctx.apply_status(&api, &window, MANAGER, &after).await?;
         let error = outcome.as_ref().err().map(ToString::to_string);
-        let reference = window.object_ref(&());
         for note in notes(&before, &after, error.as_deref()) {
-            ctx.publish(&reference, KIND, &note).await;
+            ctx.publish_decision(window.as_ref(), Evidence::default(), &note)
+                .await;
         }
     }
     let wait = outcome

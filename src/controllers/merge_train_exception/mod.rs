@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Result,
-    api::{ChangeWindow, MergeTrainException, MergeTrainPause},
+    api::{ChangeWindow, MergeTrainException, MergeTrainPause, weblab_notifier::Evidence},
     cache::Caches,
     controllers::{Context, Reconciles, run},
 };
@@ -34,7 +34,6 @@ use plan::World;
 /// The field manager of this controller's status writes.
 pub const MANAGER: &str = "weblab-operator/mergetrainexception";
 const CONTROLLER: &str = "mergetrainexception";
-const KIND: &str = "MergeTrainException";
 
 /// What an exception reconciliation reads besides the exception.
 pub struct ExceptionContext {
@@ -114,9 +113,13 @@ pub async fn reconcile(
             );
         }
     }
-    let reference = exception.object_ref(&());
     for note in &decision.notes {
-        ctx.publish(&reference, KIND, note).await;
+        let evidence = Evidence {
+            ticket: exception.spec.ticket.clone(),
+            ..Evidence::default()
+        };
+        ctx.publish_decision(exception.as_ref(), evidence, note)
+            .await;
     }
     let mut wait = decision.requeue_after;
     if more_pending {

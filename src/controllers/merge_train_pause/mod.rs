@@ -34,6 +34,7 @@ use crate::{
         Alarm, MergeTrainPause,
         common::SecretKeyRef,
         merge_train_pause::{MergeTrainPauseSpec, ProviderType},
+        weblab_notifier::Evidence,
     },
     cache::Caches,
     controllers::{Context, Reconciles, attach, run},
@@ -48,7 +49,6 @@ pub const MANAGER: &str = "weblab-operator/mergetrainpause";
 /// Held on every pause until its train has been resumed.
 pub const FINALIZER: &str = "weblab.dev/resume-train";
 const CONTROLLER: &str = "mergetrainpause";
-const KIND: &str = "MergeTrainPause";
 /// Every provider call gives up after this long (and is retried).
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -291,9 +291,12 @@ pub async fn reconcile(pause: Arc<MergeTrainPause>, cx: Arc<PauseContext>) -> Re
         ctx.apply_status(&api, &pause, MANAGER, &decision.status)
             .await?;
     }
-    let reference = pause.object_ref(&());
     for note in &decision.notes {
-        ctx.publish(&reference, KIND, note).await;
+        let evidence = Evidence {
+            ticket: pause.spec.ticket.clone(),
+            ..Evidence::default()
+        };
+        ctx.publish_decision(pause.as_ref(), evidence, note).await;
     }
     if decision.release {
         // Resumed and recorded: the pause may go. Our status write changed

@@ -38,7 +38,7 @@ use crate::{
         rollback::{RollbackPhase, RollbackStatus, TriggerType, Wave},
     },
     cache::Caches,
-    controllers::{Context, Note, Reconciles, attach, merge_train_pause, run},
+    controllers::{Context, Note, Reconciles, attach, merge_train_pause, notifier, run},
 };
 
 use clusters::Clusters;
@@ -147,7 +147,7 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         .collect();
 
     let now = Timestamp::now();
-    let decision = plan::decide(&World {
+    let mut decision = plan::decide(&World {
         spec,
         generation: rollback.meta().generation.unwrap_or_default(),
         status: &status,
@@ -160,8 +160,21 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         request,
         now,
     });
+    // After success, whether it helped.
+    let attached: Vec<_> = trigger_alarms.iter().chain(&verification_alarms).collect();
+    let (escalation, escalation_evidence) = notifier::escalation::for_rollback(
+        spec,
+        &decision.status,
+        status.escalation.as_ref(),
+        &attached,
+        now,
+    );
+    decision.status.escalation = escalation.status;
+    if let Some(wake) = escalation.wake {
+        let next = decision.requeue_after.map_or(wake, |after| after.min(wake));
+        decision.requeue_after = Some(next);
+    }
 
-    let reference = rollback.object_ref(&());
     // Fields are given back before the status that says so is written; a
     // suspension was recorded by an earlier status. Both before any
     // workload is touched.
@@ -205,7 +218,9 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                     restore.kind, restore.name, restore.region
                 ),
             );
-            ctx.publish(&reference, "Rollback", &note).await;
+            let evidence = notifier::evidence::rollback(&decision.status);
+            ctx.publish_decision(rollback.as_ref(), evidence, &note)
+                .await;
             first_error.get_or_insert(error);
         }
     }
@@ -243,7 +258,9 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
                     mark.kind, mark.name, mark.region, mark.hash
                 ),
             );
-            ctx.publish(&reference, "Rollback", &note).await;
+            let evidence = notifier::evidence::rollback(&decision.status);
+            ctx.publish_decision(rollback.as_ref(), evidence, &note)
+                .await;
         }
     }
     let phase = decision.status.phase;
@@ -273,7 +290,14 @@ pub async fn reconcile(rollback: Arc<Rollback>, cx: Arc<RollbackContext>) -> Res
         }
     }
     for note in &decision.notes {
-        ctx.publish(&reference, "Rollback", note).await;
+        let evidence = notifier::evidence::rollback(&decision.status);
+        ctx.publish_decision(rollback.as_ref(), evidence, note)
+            .await;
+    }
+    if let Some(note) = &escalation.note {
+        let only = spec.escalation.as_ref().and_then(|e| e.notifier.as_deref());
+        ctx.publish_to(rollback.as_ref(), escalation_evidence, note, only)
+            .await;
     }
     if !holds && has_finalizer(&rollback) {
         // Read afresh: the status write moved the resourceVersion on.
@@ -302,7 +326,6 @@ async fn finalize(ctx: &Context, rollback: &Rollback, status: &RollbackStatus) -
     if !has_finalizer(rollback) {
         return Ok(Action::await_change());
     }
-    let reference = rollback.object_ref(&());
     let mut restored = Vec::new();
     for entry in status.gitops.iter().filter(|e| plan::is_held(e)) {
         let key = plan::GitOpsKey::of(entry);
@@ -318,7 +341,8 @@ async fn finalize(ctx: &Context, rollback: &Rollback, status: &RollbackStatus) -
                 restored.join(", ")
             ),
         );
-        ctx.publish(&reference, "Rollback", &note).await;
+        let evidence = notifier::evidence::rollback(status);
+        ctx.publish_decision(rollback, evidence, &note).await;
     }
     let api: Api<Rollback> = Api::namespaced(
         ctx.client.clone(),

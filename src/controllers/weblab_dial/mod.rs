@@ -23,7 +23,7 @@ use crate::{
     Result,
     api::{Alarm, ChangeWindow, MergeTrainPause, WeblabDial, alarm::AlarmState},
     cache::Caches,
-    controllers::{Context, Reconciles, attach, merge_train_pause, run},
+    controllers::{Context, Reconciles, attach, merge_train_pause, notifier, run},
 };
 
 use plan::{ACTION_ANNOTATION, AlarmReading, WindowGate, World};
@@ -82,7 +82,8 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
                 .as_ref()
                 .is_none_or(|handled| handled.request != *text)
         });
-    let decision = plan::decide(&World {
+    let now = Timestamp::now();
+    let mut decision = plan::decide(&World {
         spec: &dial.spec,
         generation: dial.meta().generation.unwrap_or_default(),
         status: &status,
@@ -90,8 +91,24 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         missing: &missing,
         window,
         request,
-        now: Timestamp::now(),
+        now,
     });
+    // After a rollback by alarm, whether it helped.
+    let (escalation, evidence) = notifier::escalation::for_dial(
+        &dial.spec,
+        &decision.status,
+        status.escalation.as_ref(),
+        &alarms,
+        now,
+    );
+    decision.status.escalation = escalation.status;
+    if let Some(wake) = escalation.wake {
+        decision.requeue_after = if decision.requeue_after.is_zero() {
+            wake
+        } else {
+            decision.requeue_after.min(wake)
+        };
+    }
 
     let wrote = decision.status != status;
     if wrote {
@@ -99,9 +116,14 @@ pub async fn reconcile(dial: Arc<WeblabDial>, cx: Arc<DialContext>) -> Result<Ac
         ctx.apply_status(&api, &dial, MANAGER, &decision.status)
             .await?;
     }
-    let reference = dial.object_ref(&());
     for note in &decision.notes {
-        ctx.publish(&reference, "WeblabDial", note).await;
+        let evidence = notifier::evidence::dial(&decision.status, note);
+        ctx.publish_decision(dial.as_ref(), evidence, note).await;
+    }
+    if let Some(note) = &escalation.note {
+        let only = dial.spec.rollback.escalation.as_ref();
+        let only = only.and_then(|e| e.notifier.as_deref());
+        ctx.publish_to(dial.as_ref(), evidence, note, only).await;
     }
     // Merge trains stay paused while an alarm holds the dial rolled back.
     let trains = plan::merge_train_pauses(&dial.name_any(), &dial.spec, &decision.status);

@@ -14,7 +14,7 @@ use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use crate::outbound::Outbound;
 
 use super::{
-    AlarmContext, KIND, MANAGER, bearer_token, evaluate::Sample, prometheus, source_conditions,
+    AlarmContext, MANAGER, bearer_token, evaluate::Sample, prometheus, source_conditions,
     transition,
 };
 use crate::{
@@ -145,7 +145,6 @@ pub(super) async fn evaluate(
     let api: Api<Alarm> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.apply_status(&api, alarm, MANAGER, &next).await?;
 
-    let reference = alarm.object_ref(&());
     let mut notes: Vec<Note> = transition(alarm, &status, &next).into_iter().collect();
     if let Some(missing) = &missing
         && !conditions::is_true(&status.conditions, conditions::STALLED)
@@ -165,7 +164,7 @@ pub(super) async fn evaluate(
     }
     for note in &notes {
         tracing::info!(reason = note.reason, "{}", note.message);
-        ctx.publish(&reference, KIND, note).await;
+        super::publish(ctx, alarm, &status, &next, note).await;
     }
     Ok(Action::requeue(wait))
 }
