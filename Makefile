@@ -56,7 +56,7 @@ test: prereqs tools crds-check lint ## Everything CI runs: drift check, lints, u
 	$(CARGO) test --workspace --locked
 
 .PHONY: bench
-bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk, guardrail detection, the read side with 10,000 dials; WEBLAB_BENCH_ONLY=scale, WEBLAB_BENCH_SCALE_DIALS=N).
+bench: tools ## Print benchmark figures (reconcile of 1,000 dials, assignment API under wrk, guardrail detection, the read side with 10,000 dials; WEBLAB_BENCH_ONLY=scale, WEBLAB_BENCH_SCALE_DIALS=N, WEBLAB_BENCH_WRITES_PER_SECOND=N).
 	hack/prereqs.sh bench
 	$(CARGO) bench --locked --bench guardrail
 	$(CARGO) bench --locked --bench operator

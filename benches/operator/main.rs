@@ -16,7 +16,9 @@
 //!    the API server starved of CPU.
 //!
 //! `WEBLAB_BENCH_ONLY=scale` runs section 5 alone;
-//! `WEBLAB_BENCH_SCALE_DIALS` sets its dial count (default 10,000).
+//! `WEBLAB_BENCH_SCALE_DIALS` sets its dial count (default 10,000) and
+//! `WEBLAB_BENCH_WRITES_PER_SECOND` its operators' write pacing (default:
+//! the operator's).
 
 mod alarms;
 mod assignment;
