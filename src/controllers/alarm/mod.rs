@@ -433,7 +433,7 @@ fn transition(alarm: &Alarm, before: &AlarmStatus, after: &AlarmStatus) -> Optio
 /// the alarm and tries again. Returns the alarm as last written or read, for
 /// the next write to start from. Callers serialise writes per alarm within
 /// the process ([`inbox::AlertInbox`]), so conflicts come only from outside.
-pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> Result<Alarm> {
+pub async fn receive(ctx: &Arc<Context>, alarm: Alarm, deliveries: &[&Delivery]) -> Result<Alarm> {
     let Some(source) = alarm.spec.alertmanager.clone() else {
         return Ok(alarm);
     };
@@ -452,7 +452,15 @@ pub async fn receive(ctx: &Context, alarm: Alarm, deliveries: &[&Delivery]) -> R
         match ctx.apply_status(&api, &current, MANAGER, &next).await {
             Ok(written) => {
                 if let Some(note) = transition(&current, &status, &next) {
-                    publish(ctx, &current, &status, &next, &note).await;
+                    // The state is recorded, so the webhook answers now:
+                    // the event may wait its turn behind other writes (the
+                    // client paces them, see `api_client`) and must hold
+                    // neither Alertmanager nor the record timeout.
+                    let ctx = Arc::clone(ctx);
+                    let alarm = current.clone();
+                    tokio::spawn(async move {
+                        publish(&ctx, &alarm, &status, &next, &note).await;
+                    });
                 }
                 return Ok(written);
             }
