@@ -49,6 +49,11 @@ replaced_examples=(
   mergetrainpause-webhook.yaml
   rollback-armed.yaml
   rollback-graphql.yaml
+  notifier-pagerduty.yaml
+  notifier-slack.yaml
+  notifier-teams.yaml
+  notifier-webhook.yaml
+  rollback-gitops.yaml
 )
 # The regions of the GraphQL rollback: namespace and region name.
 regions=(prod-na:prodNA prod-fe:prodFE prod-eu:prodEU prod-zaz:prodZAZ)

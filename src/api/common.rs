@@ -353,6 +353,24 @@ impl fmt::Display for Severity {
     }
 }
 
+/// The schema of an optional label selector whose operators the API server
+/// checks (CEL), so that every selector stored parses: `In` and `NotIn`
+/// need values, `Exists` and `DoesNotExist` take none.
+pub fn checked_selector(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = generator.subschema_for::<Option<LabelSelector>>();
+    schema.insert(
+        "x-kubernetes-validations".to_owned(),
+        serde_json::json!([{
+            "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",
+            "message": "a matchExpressions operator is one of In, NotIn, Exists, DoesNotExist"
+        }, {
+            "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
+            "message": "In and NotIn need at least one value; Exists and DoesNotExist take none"
+        }]),
+    );
+    schema
+}
+
 /// Alarms attached to a change: by name, by label selector, or both (the
 /// union). Alarms live in the same namespace as the object naming them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -366,13 +384,7 @@ pub struct AlarmSelection {
     /// Every `Alarm` whose labels match. `In` and `NotIn` need values,
     /// `Exists` and `DoesNotExist` take none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",
-        "message": "a matchExpressions operator is one of In, NotIn, Exists, DoesNotExist"
-    }, {
-        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
-        "message": "In and NotIn need at least one value; Exists and DoesNotExist take none"
-    }]))]
+    #[schemars(schema_with = "crate::api::common::checked_selector")]
     pub selector: Option<LabelSelector>,
 }
 

@@ -222,13 +222,7 @@ pub struct NotificationFilter {
     pub reasons: Vec<String>,
     /// The objects whose labels match (operators as for alarm selectors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",
-        "message": "a matchExpressions operator is one of In, NotIn, Exists, DoesNotExist"
-    }, {
-        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
-        "message": "In and NotIn need at least one value; Exists and DoesNotExist take none"
-    }]))]
+    #[schemars(schema_with = "crate::api::common::checked_selector")]
     pub selector: Option<LabelSelector>,
     /// Decisions with a severity (an alarm's, or the alarm that caused
     /// them) are sent when at least this severe; decisions without one are
