@@ -667,5 +667,11 @@ async fn a_followers_uses_are_recorded_once_it_leads() {
         killed.elapsed().as_millis()
     );
     assert!(recorded.status.is_some_and(|s| s.first_used.is_some()));
+    // The event follows the status write that records the first use.
+    let told = eventually(Duration::from_secs(10), || async {
+        events(plane, &ns, "fix", "ExceptionUsed").await >= 1
+    })
+    .await;
+    assert!(told, "no ExceptionUsed event:\n{}", follower.logs());
     assert_eq!(events(plane, &ns, "fix", "ExceptionUsed").await, 1);
 }
