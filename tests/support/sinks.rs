@@ -169,7 +169,27 @@ impl SinkContract {
 }
 
 /// The scripted answer for this request, if any, after its delay.
-async fn scripted(shared: &Shared) -> Option<Response> {
+/// The scripted answer to this request, if one is due, recorded like any
+/// other (a slow script only delays the real answer).
+async fn scripted(
+    shared: &Shared,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Option<Response> {
+    let response = scripted_response(shared).await?;
+    record(
+        shared,
+        path,
+        headers,
+        body,
+        Vec::new(),
+        response.status().as_u16(),
+    );
+    Some(response)
+}
+
+async fn scripted_response(shared: &Shared) -> Option<Response> {
     let next = shared.lock().expect("contract lock").script.pop_front();
     match next? {
         Scripted::Fail(status) => Some(
@@ -253,15 +273,7 @@ async fn slack(
     body: Bytes,
 ) -> Response {
     let path = format!("/slack/services/{path}");
-    if let Some(response) = scripted(&shared).await {
-        record(
-            &shared,
-            &path,
-            &headers,
-            &body,
-            Vec::new(),
-            response.status().as_u16(),
-        );
+    if let Some(response) = scripted(&shared, &path, &headers, &body).await {
         return response;
     }
     let mut violations = Vec::new();
@@ -314,15 +326,7 @@ async fn teams(
     body: Bytes,
 ) -> Response {
     let path = format!("/teams/workflows/{path}");
-    if let Some(response) = scripted(&shared).await {
-        record(
-            &shared,
-            &path,
-            &headers,
-            &body,
-            Vec::new(),
-            response.status().as_u16(),
-        );
+    if let Some(response) = scripted(&shared, &path, &headers, &body).await {
         return response;
     }
     let mut violations = Vec::new();
@@ -358,15 +362,7 @@ async fn teams(
 
 async fn enqueue(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/v2/enqueue";
-    if let Some(response) = scripted(&shared).await {
-        record(
-            &shared,
-            path,
-            &headers,
-            &body,
-            Vec::new(),
-            response.status().as_u16(),
-        );
+    if let Some(response) = scripted(&shared, path, &headers, &body).await {
         return response;
     }
     let mut violations = Vec::new();
@@ -433,15 +429,7 @@ async fn enqueue(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
 
 async fn change(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/v2/change/enqueue";
-    if let Some(response) = scripted(&shared).await {
-        record(
-            &shared,
-            path,
-            &headers,
-            &body,
-            Vec::new(),
-            response.status().as_u16(),
-        );
+    if let Some(response) = scripted(&shared, path, &headers, &body).await {
         return response;
     }
     let mut violations = Vec::new();
@@ -467,15 +455,7 @@ async fn change(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
 
 async fn hook(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/hook";
-    if let Some(response) = scripted(&shared).await {
-        record(
-            &shared,
-            path,
-            &headers,
-            &body,
-            Vec::new(),
-            response.status().as_u16(),
-        );
+    if let Some(response) = scripted(&shared, path, &headers, &body).await {
         return response;
     }
     let mut violations = Vec::new();
