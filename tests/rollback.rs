@@ -25,7 +25,7 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    Operator, apply_yaml, describe, eventually, kubectl, push_alert_with_token,
+    Operator, apply_yaml, describe, eventually, kubectl, push_alert_with_token, request_action,
     workloads::{IMAGE, WAIT, authorize_rollbacks, deployment, image, plane, release, rolled_out},
 };
 use testenv::ControlPlane;
@@ -311,18 +311,7 @@ spec:
     })
     .await;
     assert!(clear, "the alarm never cleared");
-    let rearm = kubectl(
-        plane,
-        &[
-            "annotate",
-            "-n",
-            ns,
-            "rollback/graphql-sev2",
-            "weblab.dev/action=rearm after INC-1",
-        ],
-    )
-    .await;
-    assert!(rearm.status.success(), "{}", describe(&rearm));
+    request_action(plane, ns, "rollback/graphql-sev2", "rearm after INC-1").await;
     let status = wait_phase(
         &rollbacks,
         "graphql-sev2",

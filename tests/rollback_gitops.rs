@@ -20,6 +20,7 @@ use kube::{
 use serde_json::{Value, json};
 use support::{
     ChartIdentity, Operator, apply_yaml, describe, eventually, kubectl, push_alert_with_token,
+    request_action,
     workloads::{IMAGE, WAIT, authorize_rollbacks, image, plane, release},
 };
 use testenv::ControlPlane;
@@ -415,19 +416,13 @@ spec:
     }
 
     // A person gives it back.
-    let asked = kubectl(
+    request_action(
         plane,
-        &[
-            "annotate",
-            "--overwrite",
-            "-n",
-            ns,
-            "rollback/graphql-gitops",
-            "weblab.dev/action=restore-gitops fix merged, INC-4711",
-        ],
+        ns,
+        "rollback/graphql-gitops",
+        "restore-gitops fix merged, INC-4711",
     )
     .await;
-    assert!(asked.status.success(), "{}", describe(&asked));
     let status = wait_for(&api, "graphql-gitops", &operator, "restored", |s| {
         !s.gitops.is_empty() && s.gitops.iter().all(|e| e.state == GitOpsState::Restored)
     })
@@ -802,19 +797,7 @@ spec:
     assert_eq!(helm["spec"]["suspend"], json!(true));
 
     push_alert_with_token(&operator, WEBHOOK_TOKEN, "GraphQLErrors", "resolved").await;
-    let asked = kubectl(
-        plane,
-        &[
-            "annotate",
-            "--overwrite",
-            "-n",
-            ns,
-            "rollback/graphql-armed",
-            "weblab.dev/action=rearm after INC-12",
-        ],
-    )
-    .await;
-    assert!(asked.status.success(), "{}", describe(&asked));
+    request_action(plane, ns, "rollback/graphql-armed", "rearm after INC-12").await;
     let rearmed = wait_for(&api, "graphql-armed", &operator, "was re-armed", |s| {
         s.phase == Some(RollbackPhase::Armed)
             && s.gitops.iter().all(|e| e.state == GitOpsState::Restored)

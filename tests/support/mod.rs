@@ -288,6 +288,12 @@ pub fn http() -> reqwest::Client {
 /// Asks the operator for a manual action on a dial, as a person would: the
 /// `weblab.dev/action` annotation, set with real kubectl.
 pub async fn annotate(plane: &ControlPlane, namespace: &str, name: &str, request: &str) {
+    request_action(plane, namespace, &format!("weblabdial/{name}"), request).await;
+}
+
+/// The `weblab.dev/action` annotation on `object` (`kind/name`), set with
+/// real kubectl.
+pub async fn request_action(plane: &ControlPlane, namespace: &str, object: &str, request: &str) {
     let output = kubectl(
         plane,
         &[
@@ -295,7 +301,7 @@ pub async fn annotate(plane: &ControlPlane, namespace: &str, name: &str, request
             "--overwrite",
             "-n",
             namespace,
-            &format!("weblabdial/{name}"),
+            object,
             &format!("weblab.dev/action={request}"),
         ],
     )
